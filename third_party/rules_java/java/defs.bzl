@@ -1,0 +1,18 @@
+"""Offline stand-in for @rules_java//java:defs.bzl.
+
+@bazel_tools//tools/jdk (reached from the test runner and coverage tooling)
+loads its rules from @rules_java, which Bazel would otherwise download. In
+Bazel 4 these are thin wrappers around the native rules, so re-exporting the
+natives keeps behaviour and makes `bazel test` work offline.
+"""
+
+java_binary = native.java_binary
+java_import = native.java_import
+java_library = native.java_library
+java_lite_proto_library = native.java_lite_proto_library
+java_package_configuration = native.java_package_configuration
+java_plugin = native.java_plugin
+java_proto_library = native.java_proto_library
+java_runtime = native.java_runtime
+java_test = native.java_test
+java_toolchain = native.java_toolchain
