@@ -1,0 +1,35 @@
+"""Shared helpers for the tests: small supernets with realistic statistics."""
+
+import numpy as np
+import tensorflow as tf
+
+from ofav2_tf import bn_calibration
+from ofav2_tf import supernet as supernet_lib
+
+
+def perturbed_supernet(variant, num_classes=10, seed=0, **kwargs):
+  """A built supernet whose BN scales and kernel transforms are moved off their initial values.
+
+  Freshly initialised BN scales (1) and kernel transforms (identity) would hide slicing and
+  transform bugs in equivalence tests.
+  """
+  tf.random.set_seed(seed)
+  net = supernet_lib.build_supernet(variant, num_classes, **kwargs)
+  rng = np.random.default_rng(seed)
+  for w in net.weights:
+    if any(key in w.name for key in ('gamma', 'beta', 'transform')):
+      w.assign(w.numpy() + rng.normal(0, 0.1, w.shape).astype(np.float32))
+  return net
+
+
+def images(batch, resolution, seed=0):
+  return tf.random.stateless_normal([batch, resolution, resolution, 3], [seed, 1])
+
+
+def calibrate(net, config, batch=8, seed=0, all_exits=False):
+  """Re-calibrates BN for `config` on random images so activations keep a sane scale."""
+  arch = supernet_lib.arch_tensors(config)
+  batches = [images(batch, config.resolution, seed + i) for i in range(2)]
+  bn_calibration.recalibrate(
+      net, batches, lambda x: net(x, arch, training=True, all_exits=all_exits))
+  return batches
