@@ -2,6 +2,7 @@
 
 import numpy as np
 import tensorflow as tf
+import tf_keras
 
 from ofav2_tf import bn_calibration
 from ofav2_tf import supernet as supernet_lib
@@ -13,7 +14,7 @@ def perturbed_supernet(variant, num_classes=10, seed=0, **kwargs):
   Freshly initialised BN scales (1) and kernel transforms (identity) would hide slicing and
   transform bugs in equivalence tests.
   """
-  tf.random.set_seed(seed)
+  tf_keras.utils.set_random_seed(seed)  # weights independent of test order
   net = supernet_lib.build_supernet(variant, num_classes, **kwargs)
   rng = np.random.default_rng(seed)
   for w in net.weights:
@@ -33,3 +34,13 @@ def calibrate(net, config, batch=8, seed=0, all_exits=False):
   bn_calibration.recalibrate(
       net, batches, lambda x: net(x, arch, training=True, all_exits=all_exits))
   return batches
+
+
+def as_float64(model):
+  """A float64 copy of a functional model, to compare transforms without float32 round-off."""
+  config = model.get_config()
+  for layer in config['layers']:
+    layer['config']['dtype'] = 'float64'
+  clone = tf_keras.Model.from_config(config)
+  clone.set_weights([w.astype(np.float64) for w in model.get_weights()])
+  return clone
