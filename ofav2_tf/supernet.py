@@ -9,6 +9,7 @@ all five stages and returns the logits of every exit (the early-exit full phase 
 
 from typing import Sequence
 
+import numpy as np
 import tensorflow as tf
 import tf_keras
 
@@ -28,14 +29,19 @@ ARCH_SIGNATURE = {
 IMAGE_SIGNATURE = tf.TensorSpec([None, None, None, 3], tf.float32)
 
 
+def arch_arrays(config: sc.SubnetConfig) -> dict:
+  """The sub-network as int32 numpy arrays (for tf.data pipelines); see `arch_tensors`."""
+  branches = config.branches if config.branches is not None else [sc.ALL_BRANCHES] * sc.NUM_BLOCKS
+  return {'kernel': np.asarray(config.kernel, np.int32),
+          'expand': np.asarray(config.expand, np.int32),
+          'depth': np.asarray(config.depth, np.int32),
+          'branches': np.asarray(branches, np.int32),
+          'exit': np.asarray(config.exit, np.int32)}
+
+
 def arch_tensors(config: sc.SubnetConfig) -> dict:
   """The int32 tensors the supernet reads a sub-network from (resolution is the image size)."""
-  branches = config.branches if config.branches is not None else [sc.ALL_BRANCHES] * sc.NUM_BLOCKS
-  return {'kernel': tf.constant(config.kernel, tf.int32),
-          'expand': tf.constant(config.expand, tf.int32),
-          'depth': tf.constant(config.depth, tf.int32),
-          'branches': tf.constant(branches, tf.int32),
-          'exit': tf.constant(config.exit, tf.int32)}
+  return {key: tf.constant(value) for key, value in arch_arrays(config).items()}
 
 
 @tf_keras.utils.register_keras_serializable(package='ofav2')

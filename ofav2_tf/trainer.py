@@ -1,0 +1,188 @@
+"""The phase trainer: a Keras model whose `train_step` runs one step of progressive shrinking.
+
+A step takes a batch (one resolution) and the n sub-networks sampled for it, runs the teacher once,
+then for each sub-network a forward and backward pass, sums the gradients, adds weight decay (not on
+BN parameters and biases) and applies one SGD update (DESIGN.md 2.3).
+
+Two compiled functions do the heavy work and are shared by every phase of a run:
+`SubnetGradients.elastic` (one sub-network's loss and gradients, taking the sub-network and the
+teacher's target as tensors) and `SubnetGradients.all_exits` (the early-exit full phase). They are
+traced once per run, however many phases, sub-networks and resolutions follow; `train_step` itself
+runs eagerly (`run_eagerly=True`) and only loops over the n sub-networks.
+
+Sub-networks come with the data: `ArchSampler` draws them from the phase's space with a numpy
+generator seeded by (seed, phase, step), so a resumed run samples exactly what an uninterrupted run
+would have sampled at the same step.
+"""
+
+from typing import Optional
+
+import numpy as np
+import tensorflow as tf
+import tf_keras
+
+from ofav2_tf import losses
+from ofav2_tf import subnet_config as sc
+from ofav2_tf import supernet as supernet_lib
+
+
+def decays(variable) -> bool:
+  """Weight decay applies to conv/dense kernels and kernel transforms, not BN or biases (OFA)."""
+  name = variable.name
+  return not any(key in name for key in ('gamma', 'beta', 'bias'))
+
+
+class SubnetGradients:
+  """Compiled loss-and-gradient functions of one supernet, traced once per run."""
+
+  def __init__(self, supernet, label_smoothing: float = 0.1):
+    self.supernet = supernet
+    self.label_smoothing = label_smoothing
+    self.trace_count = 0
+    num_classes = supernet.num_classes
+    label_spec = tf.TensorSpec([None], tf.int32)
+    self.elastic = tf.function(self._elastic, autograph=False, input_signature=[
+        supernet_lib.IMAGE_SIGNATURE, label_spec, supernet_lib.ARCH_SIGNATURE,
+        tf.TensorSpec([None, num_classes], tf.float32), tf.TensorSpec([], tf.float32)])
+    self.all_exits = tf.function(self._all_exits, autograph=False, input_signature=[
+        supernet_lib.IMAGE_SIGNATURE, label_spec, supernet_lib.ARCH_SIGNATURE])
+
+  def _gradients(self, tape, loss):
+    variables = self.supernet.trainable_variables
+    grads = tape.gradient(loss, variables)
+    return [tf.zeros_like(v) if g is None else tf.convert_to_tensor(g)
+            for g, v in zip(grads, variables)]
+
+  def _elastic(self, images, labels, arch, target_probs, kd_weight):
+    self.trace_count += 1
+    with tf.GradientTape() as tape:
+      logits = self.supernet(images, arch, training=True)
+      loss = losses.distillation_loss(logits, labels, target_probs, kd_weight,
+                                      self.label_smoothing)
+    return loss, logits, self._gradients(tape, loss)
+
+  def _all_exits(self, images, labels, arch):
+    self.trace_count += 1
+    with tf.GradientTape() as tape:
+      exit_logits = self.supernet(images, arch, training=True, all_exits=True)
+      loss = losses.multi_exit_loss(exit_logits, labels, smoothing=self.label_smoothing)
+    return loss, losses.ensemble_logits(exit_logits), self._gradients(tape, loss)
+
+
+class CosineWithWarmup(tf_keras.optimizers.schedules.LearningRateSchedule):
+  """Linear warm-up from ~0 to `base_lr`, then cosine decay to 0 at `total_steps`."""
+
+  def __init__(self, base_lr: float, total_steps: int, warmup_steps: int = 0):
+    self.base_lr, self.total_steps, self.warmup_steps = base_lr, total_steps, warmup_steps
+
+  def __call__(self, step):
+    step = tf.cast(step, tf.float32)
+    warmup = tf.cast(self.warmup_steps, tf.float32)
+    decay_steps = tf.maximum(tf.cast(self.total_steps, tf.float32) - warmup, 1.0)
+    cosine = 0.5 * self.base_lr * (1.0 + tf.cos(np.pi * tf.clip_by_value(
+        (step - warmup) / decay_steps, 0.0, 1.0)))
+    ramp = self.base_lr * (step + 1.0) / tf.maximum(warmup, 1.0)
+    return tf.where(step < warmup, ramp, cosine)
+
+  def get_config(self):
+    return {'base_lr': self.base_lr, 'total_steps': self.total_steps,
+            'warmup_steps': self.warmup_steps}
+
+
+class ArchSampler:
+  """Seeded sampler of the n sub-networks of each step, as stacked int32 arrays."""
+
+  def __init__(self, space: sc.SearchSpace, subnets_per_step: int, seed: int, phase_index: int,
+               fixed: Optional[sc.SubnetConfig] = None):
+    self.space, self.n, self.seed, self.phase_index = space, subnets_per_step, seed, phase_index
+    self.fixed = fixed
+
+  def configs(self, step: int):
+    if self.fixed is not None:
+      return [self.fixed] * self.n
+    rng = np.random.default_rng([self.seed, self.phase_index, step])
+    return [self.space.sample(rng) for _ in range(self.n)]
+
+  def arrays(self, step: int) -> dict:
+    configs = self.configs(step)
+    stacked = {key: np.stack([supernet_lib.arch_arrays(c)[key] for c in configs])
+               for key in supernet_lib.ARCH_SIGNATURE}
+    return stacked
+
+  def signature(self) -> dict:
+    return {key: tf.TensorSpec([self.n] + list(spec.shape), spec.dtype)
+            for key, spec in supernet_lib.ARCH_SIGNATURE.items()}
+
+  def dataset(self, start_step: int = 0) -> tf.data.Dataset:
+    """Endless dataset of per-step sub-network arrays, from `start_step` on."""
+
+    def generate():
+      step = start_step
+      while True:
+        yield self.arrays(step)
+        step += 1
+
+    return tf.data.Dataset.from_generator(generate, output_signature=self.signature())
+
+
+class ElasticTrainer(tf_keras.Model):
+  """Runs one phase: `fit` on batches of ((images, labels), archs).
+
+  Args:
+    supernet: The `OFASupernet` being trained (its weights are updated in place).
+    gradients: The run's `SubnetGradients` for that supernet.
+    all_exits_loss: Train every exit at once (early-exit full phase).
+    teacher: Optional frozen Keras model mapping images to logits (or a list of exit logits for
+      ENS-KD); None trains on the labels alone.
+    kd_weight: Weight of the distillation term.
+    weight_decay: L2 coefficient added to the gradients of decaying variables.
+  """
+
+  def __init__(self, supernet, gradients: SubnetGradients, all_exits_loss: bool = False,
+               teacher=None, kd_weight: float = 1.0, weight_decay: float = 3e-5, **kwargs):
+    super().__init__(**kwargs)
+    self.supernet = supernet
+    self.gradients = gradients
+    self.all_exits_loss = all_exits_loss
+    self.teacher = teacher
+    self.kd_weight = float(kd_weight) if teacher is not None else 0.0
+    self.weight_decay = float(weight_decay)
+    self._decay_mask = [decays(v) for v in supernet.trainable_variables]
+    self.loss_tracker = tf_keras.metrics.Mean(name='loss')
+    self.accuracy = tf_keras.metrics.SparseCategoricalAccuracy(name='accuracy')
+    self._teacher_fn = tf.function(lambda x: teacher(x, training=False)) if teacher else None
+
+  @property
+  def metrics(self):
+    return [self.loss_tracker, self.accuracy]
+
+  def call(self, inputs, training=None):
+    return self.supernet(inputs, training=training)
+
+  def teacher_target(self, images):
+    if self._teacher_fn is None:
+      return tf.zeros([tf.shape(images)[0], self.supernet.num_classes])
+    return losses.teacher_probs(self._teacher_fn(images))
+
+  def train_step(self, data):
+    (images, labels), archs = data
+    labels = tf.cast(labels, tf.int32)
+    n = int(archs['exit'].shape[0])
+    total = None
+    target = None if self.all_exits_loss else self.teacher_target(images)
+    for i in range(n):
+      arch = {key: value[i] for key, value in archs.items()}
+      if self.all_exits_loss:
+        loss, logits, grads = self.gradients.all_exits(images, labels, arch)
+      else:
+        loss, logits, grads = self.gradients.elastic(images, labels, arch, target,
+                                                     tf.constant(self.kd_weight))
+      total = grads if total is None else [a + b for a, b in zip(total, grads)]
+      self.loss_tracker.update_state(loss)
+      self.accuracy.update_state(labels, logits)
+    variables = self.supernet.trainable_variables
+    if self.weight_decay:
+      total = [g + self.weight_decay * v if decay else g
+               for g, v, decay in zip(total, variables, self._decay_mask)]
+    self.optimizer.apply_gradients(zip(total, variables))
+    return {m.name: m.result() for m in self.metrics}
