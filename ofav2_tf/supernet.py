@@ -131,22 +131,26 @@ class OFASupernet(tf_keras.Model):
     return y
 
   def _run_stage(self, stage, x, arch, training):
+    """Runs a stage at the depth `arch['depth'][stage]`.
+
+    Optional blocks are flat `tf.cond`s that pass their input through when skipped (no nesting:
+    nested conds make the gradient graph much slower to trace); the stage output is then picked
+    among the candidates of every depth, which differ only with dense skips.
+    """
+    depth = arch['depth'][stage]
     ys = []
     for index in range(self.depths[0]):  # always-active blocks
       ys.append(self._level(stage, index, self._next_input(ys) if ys else x, arch, training))
-    return self._continue_stage(stage, ys, arch['depth'][stage], arch, training)
-
-  def _continue_stage(self, stage, ys, depth, arch, training):
-    inputs = self._next_input(ys)
-    done = len(ys)
-    if done == arch_spec.BLOCKS_PER_STAGE:
-      return inputs
-
-    def deeper():
-      y = self._level(stage, done, inputs, arch, training)
-      return self._continue_stage(stage, ys + [y], depth, arch, training)
-
-    return tf.cond(depth > done, deeper, lambda: inputs)
+    for index in range(self.depths[0], arch_spec.BLOCKS_PER_STAGE):
+      inputs = self._next_input(ys)
+      ys.append(tf.cond(depth > index,
+                        lambda i=index, v=inputs: self._level(stage, i, v, arch, training),
+                        lambda v=inputs: v))
+    if not self.variant.dense:
+      return ys[-1]  # skipped blocks passed y_d through
+    candidates = [self._next_input(ys[:d])
+                  for d in range(self.depths[0], arch_spec.BLOCKS_PER_STAGE + 1)]
+    return tf.switch_case(depth - self.depths[0], [lambda c=c: c for c in candidates])
 
   def _stem(self, images, training):
     x = activations.hard_swish(self.stem_bn(self.stem_conv(images), training=training))
@@ -169,15 +173,17 @@ class OFASupernet(tf_keras.Model):
       for stage in range(arch_spec.NUM_STAGES):
         x = self._run_stage(stage, x, arch, training)
       return self.head(arch_spec.NUM_STAGES - 1)(x, training=training)
-    return self._from_stage(0, x, arch, training)
-
-  def _from_stage(self, stage, x, arch, training):
-    y = self._run_stage(stage, x, arch, training)
-    if stage == arch_spec.NUM_STAGES - 1:
-      return self.head(stage)(y, training=training)
-    return tf.cond(tf.equal(arch['exit'], stage + 1),
-                   lambda: self.head(stage)(y, training=training),
-                   lambda: self._from_stage(stage + 1, y, arch, training))
+    # Early exits: stages after the exit pass their input through (flat conds, see _run_stage),
+    # and only the chosen exit's head runs.
+    exit_index = arch['exit'] - 1
+    features = [self._run_stage(0, x, arch, training)]
+    for stage in range(1, arch_spec.NUM_STAGES):
+      features.append(tf.cond(exit_index >= stage,
+                              lambda s=stage, v=features[-1]: self._run_stage(s, v, arch, training),
+                              lambda v=features[-1]: v))
+    return tf.switch_case(exit_index, [
+        lambda s=s: self.head(s)(features[s], training=training)
+        for s in range(arch_spec.NUM_STAGES)])
 
   def build_weights(self, resolution: int = 32):
     """Creates every weight with one eager pass of the maximal network (all exits for EE)."""
