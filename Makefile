@@ -7,7 +7,6 @@
 #   make update-build  regenerate BUILD after adding/removing modules or imports
 #                      (`make build` is the same)
 #   make check-build   fail if BUILD is stale (CI runs this)
-#   make demo          train/search/export on Fashion-MNIST with the demo preset
 #
 # PYTHON is the interpreter that has requirements.txt installed; Bazel is
 # pointed at the same one through PYTHON_BIN_PATH (third_party/python/).
@@ -26,7 +25,7 @@ export PYTHON_BIN_PATH := $(shell command -v $(PYTHON))
 # Headless plots in tests and the demo.
 export MPLBACKEND ?= Agg
 
-.PHONY: setup setup-apt setup-pip test test-fast bazel-test build update-build check-build demo clean
+.PHONY: setup setup-apt setup-pip test test-fast bazel-test build update-build check-build clean
 
 setup: setup-apt setup-pip
 
@@ -69,9 +68,6 @@ update-build:
 
 check-build:
 	$(PYTHON) tools/update_build.py --check
-
-demo:
-	$(PYTHON) -m ofav2_tf.main --flagfile=flags/demo_fashion_mnist.cfg
 
 clean:
 	-$(BAZEL) clean
