@@ -1,0 +1,463 @@
+"""Latency lookup table (LUT): predicted LiteRT latency of any sub-network without building it.
+
+Search ranks tens of thousands of sub-networks by measured-device latency, far too many to convert
+and time. `profile` measures, once per machine, a small TFLite model for every distinct block of the
+space (stem, fixed first block, each MBConv block shape, the parallel branches and additions, each
+exit head; `ofav2_tf.block_shapes`), for the resolutions asked for. Each block model is cut out of a
+real extracted sub-network (`export.graph_slice`), so it contains exactly the ops the deployed
+network runs for that block.
+
+A whole network is not exactly the sum of its blocks timed alone, for two measured reasons:
+- every timed block model pays the fixed cost of an invoke (dispatch, the Python call, tensors
+  crossing the model boundary) that a whole network pays once: `overhead_ms` per block;
+- a block timed alone keeps its weights in the core's cache between invokes, while a network with
+  megabytes of weights streams them from the shared cache or memory on every invoke. Measured here
+  (width 1.0, 64 px, float32): the uniform k3/e3 network with all five heads (19.6 MB of weights)
+  took 2.65 ms whole against 1.55 ms for the sum of its blocks, the k7/e6 one 17.3 against 13.8 ms.
+  This costs `ms_per_weight_mb` per MB of the network's weights.
+So the prediction is
+  predicted = sum of block entries - (blocks - 1) * overhead_ms + weight MB * ms_per_weight_mb,
+and the two constants are fitted by least squares, once per table, on `calibration_networks` random
+sub-networks converted and timed whole (`LatencyTable.calibration` keeps them).
+
+Measured (EE_D, width 1.0, 200 classes, 64 px, float32, 1 thread, this shared 2-core VM): profiling
+took 126 s for 107 entries plus 4 calibration networks (overhead -0.01 ms, 0.066 ms per MB); on 20
+other random sub-networks (0.24-7.1 ms) the mean absolute relative error was 10.2% (median 4%;
+worst +41% on a 0.24 ms exit-1 network and -37% on one with four 7x7 kernels). Earlier tables
+measured while the machine was busier gave 13-46%: LiteRT's XNNPACK 7x7 depthwise kernel is 15-30x
+slower than its 5x5 one here and its time varies with load (1.4-2.4 ms for one layer), which
+dominates both the latency of k7 networks and the error.
+
+Statistic: each entry is the *minimum* over `rounds` fresh interpreters of `runs` timed invokes each
+(`statistic='median'` takes the median of the per-interpreter medians instead). On the shared 2-core
+machine this was built on, a network's per-interpreter median drifted by up to 35% between rounds
+(4.7-6.2 ms) while its minimum stayed within 2% (4.55-4.65 ms); thread CPU time drifted like wall
+time, so the variation is contention for the core (and its caches), not preemption. The minimum is
+the repeatable figure; validation uses the table's statistic.
+
+Profiling defaults to float32 files and 1 thread; int8 (`dtype='int8'`, the microcontroller format,
+calibrated on random inputs since only speed matters here) and more threads are options. The table
+stores the machine it was measured on, because entries from one machine say nothing about another.
+
+Cost: one extraction per (resolution, kernel, expand) choice, one conversion (~1 s) and the timing
+per distinct block (blocks 2-4 of a stage share entries), plus the calibration networks. Measured on
+this machine for EE_D at width 1.0, one resolution: 107 entries in about 2-3 minutes. `validate`
+compares predictions with measurements of other random sub-networks.
+"""
+
+import dataclasses
+import importlib.metadata
+import itertools
+import json
+import os
+import platform
+import time
+from typing import Callable, Dict, Optional, Sequence
+
+from absl import logging
+import numpy as np
+import tensorflow as tf
+
+from export import atomic_write
+from export import graph_slice
+from export import litert_runner
+from ofav2_tf import block_shapes
+from ofav2_tf import errors
+from ofav2_tf import extraction
+from ofav2_tf import subnet_config as sc
+
+DTYPES = ('float32', 'int8')
+STATISTICS = ('min', 'median')
+FORMAT = 'ofav2-latency-table'
+VERSION = 1
+
+
+def machine_description(num_threads: int) -> dict:
+  """Where a table was measured: platform, CPU model, core count, threads, runtime versions."""
+  cpu = platform.processor() or 'unknown'
+  try:
+    with open('/proc/cpuinfo', encoding='utf-8') as f:
+      for line in f:
+        if line.lower().startswith('model name'):
+          cpu = line.split(':', 1)[1].strip()
+          break
+  except OSError:
+    pass
+
+  def version(package):
+    try:
+      return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+      return None
+
+  return {'platform': platform.platform(), 'machine': platform.machine(), 'cpu': cpu,
+          'cpu_count': os.cpu_count(), 'threads': int(num_threads),
+          'litert': version('ai-edge-litert'), 'tensorflow': tf.__version__,
+          'python': platform.python_version()}
+
+
+def convert_block(model, dtype: str = 'float32', seed: int = 0) -> bytes:
+  """Converts a (possibly multi-input) block model to TFLite at batch 1 for timing.
+
+  `export.tflite_convert` takes single-input models; additions have several inputs, so the block
+  models are converted here with the same settings (concrete function, builtin ops only). int8 is
+  calibrated on random normal inputs: ranges do not change the speed of the int8 kernels.
+  """
+  if dtype not in DTYPES:
+    raise errors.ConfigError(f'latency table dtype {dtype!r} is not valid; valid: {DTYPES}')
+  specs = [tf.TensorSpec((1,) + tuple(int(d) for d in t.shape[1:]), tf.float32, name=name)
+           for t, name in zip(model.inputs, model.input_names)]
+
+  @tf.function(input_signature=specs, autograph=False)
+  def serve(*inputs):
+    return model(list(inputs) if len(inputs) > 1 else inputs[0], training=False)
+
+  holder = tf.Module()
+  holder.variables_to_save = list(model.variables)
+  converter = tf.lite.TFLiteConverter.from_concrete_functions([serve.get_concrete_function()],
+                                                              holder)
+  if dtype == 'int8':
+    rng = np.random.default_rng(seed)
+    samples = [[rng.normal(0, 1, s.shape).astype(np.float32) for s in specs] for _ in range(8)]
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = lambda: iter(samples)
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    converter.inference_input_type = tf.int8
+    converter.inference_output_type = tf.int8
+  else:
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+  return converter.convert()
+
+
+
+def _measure_ms(data: bytes, num_threads: int, runs: int, warmup: int, rounds: int,
+                statistic: str) -> float:
+  """`statistic` over `rounds` fresh interpreters of each one's `statistic` over `runs` invokes.
+
+  Fresh interpreters because one instance can be consistently slower than others (measured here:
+  the same depthwise block took 0.48 ms in most instances and 0.81 ms in one). With 'min' this is
+  the fastest invoke of all rounds, with 'median' the median of the per-round medians.
+  """
+  values = []
+  for _ in range(rounds):
+    stats = litert_runner.measure_latency(data, (num_threads,), runs=runs, warmup=warmup)
+    values.append(getattr(stats[num_threads], f'{statistic}_ms'))
+  return float(np.min(values) if statistic == 'min' else np.median(values))
+
+
+@dataclasses.dataclass
+class LatencyTable:
+  """Block latencies of one supernet on one machine.
+
+  Attributes:
+    entries: Block key (`BlockShape.key`) -> latency in ms of its block model (see the module
+      docstring for the statistic), invoke overhead included.
+    overhead_ms: Per-block invoke overhead, calibrated on whole networks (module docstring).
+    ms_per_weight_mb: Cost of streaming the network's weights, per MB, calibrated likewise.
+    settings: What was profiled: variant, num_classes, width_multiplier, expand_ratios,
+      kernel_sizes, profiled_expand_ratios, resolutions, exits, dtype, num_threads, runs,
+      warmup, rounds, statistic.
+    machine: `machine_description()` of the machine measured on.
+    calibration: The whole networks the two constants were fitted on: config, measured_ms,
+      block_sum_ms, blocks, weight_mb.
+    profile_seconds: Wall time the profiling took.
+  """
+
+  entries: Dict[str, float]
+  overhead_ms: float
+  settings: dict
+  machine: dict
+  ms_per_weight_mb: float = 0.0
+  calibration: list = dataclasses.field(default_factory=list)
+  profile_seconds: float = 0.0
+
+  def blocks(self, config: sc.SubnetConfig, exits: Optional[Sequence[int]] = None):
+    s = self.settings
+    return block_shapes.network_blocks(config, s['variant'], s['num_classes'],
+                                       s['width_multiplier'], s['expand_ratios'], exits)
+
+  def missing(self, config: sc.SubnetConfig, exits: Optional[Sequence[int]] = None) -> list:
+    """Keys of `config`'s blocks that the table lacks."""
+    return sorted({b.key for b in self.blocks(config, exits)} - set(self.entries))
+
+  def block_sum_ms(self, config: sc.SubnetConfig, exits: Optional[Sequence[int]] = None
+                   ) -> float:
+    """Sum of the entries of `config`'s blocks (overhead not removed).
+
+    Raises:
+      ConfigError: a block of `config` was not profiled (e.g. a resolution outside the table's).
+    """
+    total = 0.0
+    for block in self.blocks(config, exits):
+      entry = self.entries.get(block.key)
+      if entry is None:
+        raise errors.ConfigError(
+            f'latency table has no entry for {block.scope} ({block.key}); it was profiled for '
+            f'resolutions {self.settings["resolutions"]}, kernels {self.settings["kernel_sizes"]}, '
+            f'expand ratios {self.settings["profiled_expand_ratios"]}: profile the missing values')
+      total += entry
+    return total
+
+  def weight_mb(self, config: sc.SubnetConfig, exits: Optional[Sequence[int]] = None) -> float:
+    """Megabytes of weights of the deployed network, at the table's dtype."""
+    per_weight = 1 if self.settings['dtype'] == 'int8' else 4
+    return sum(b.weights for b in self.blocks(config, exits)) * per_weight / 1e6
+
+  def predict(self, config: sc.SubnetConfig, exits: Optional[Sequence[int]] = None) -> float:
+    """Predicted latency in ms of the extracted model of `config` (heads of `exits` included)."""
+    count = len(self.blocks(config, exits))
+    return (self.block_sum_ms(config, exits) - (count - 1) * self.overhead_ms +
+            self.weight_mb(config, exits) * self.ms_per_weight_mb)
+
+  def to_dict(self) -> dict:
+    return {'format': FORMAT, 'version': VERSION, 'machine': self.machine,
+            'settings': self.settings, 'overhead_ms': self.overhead_ms,
+            'ms_per_weight_mb': self.ms_per_weight_mb, 'calibration': self.calibration,
+            'profile_seconds': self.profile_seconds, 'entries': dict(sorted(self.entries.items()))}
+
+  @classmethod
+  def from_dict(cls, data: dict, source: str = '<dict>') -> 'LatencyTable':
+    if not isinstance(data, dict) or data.get('format') != FORMAT:
+      raise errors.ConfigError(f'{source} is not a latency table (format {FORMAT!r} expected)')
+    if data.get('version') != VERSION:
+      raise errors.ConfigError(f'{source} has latency table version {data.get("version")}; this '
+                               f'code reads version {VERSION}')
+    missing = [k for k in ('machine', 'settings', 'overhead_ms', 'entries') if k not in data]
+    if missing:
+      raise errors.ConfigError(f'latency table {source} lacks field(s) {missing}')
+    return cls(entries={str(k): float(v) for k, v in data['entries'].items()},
+               overhead_ms=float(data['overhead_ms']), settings=data['settings'],
+               machine=data['machine'], ms_per_weight_mb=float(data.get('ms_per_weight_mb', 0.0)),
+               calibration=list(data.get('calibration', [])),
+               profile_seconds=float(data.get('profile_seconds', 0.0)))
+
+  def save(self, path) -> str:
+    """Writes the table as JSON, atomically."""
+    return atomic_write.write_text(path, json.dumps(self.to_dict(), indent=1) + '\n')
+
+  @classmethod
+  def load(cls, path) -> 'LatencyTable':
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+      raise errors.ConfigError(f'latency table {path} does not exist; build one with '
+                               'ofav2_tf.latency_table.profile')
+    with open(path, encoding='utf-8') as f:
+      try:
+        data = json.load(f)
+      except json.JSONDecodeError as e:
+        raise errors.ConfigError(f'latency table {path} is not valid JSON: {e}') from None
+    return cls.from_dict(data, path)
+
+
+def _profiling_configs(space: sc.SearchSpace, resolution: int):
+  """Configs whose blocks together cover every block key of `space` at `resolution`.
+
+  Uniform maximal-depth networks reach every block position; one per (kernel, expand) pair covers
+  the MBConv shapes, with all branches active (every branch kind, 3-input sums) and, once, a
+  two-branch pattern (2-input sums).
+  """
+  exit_number = max(space.exits)
+  full = max(space.branch_patterns, key=sc.branch_count) if space.parallel else None
+  for k, e in itertools.product(space.kernel_sizes, space.expand_ratios):
+    yield space.uniform(k, e, max(space.depths), exit_number, resolution, full)
+  if space.parallel:
+    pairs = [p for p in space.branch_patterns if sc.branch_count(p) == 2]
+    if pairs:
+      yield space.uniform(space.kernel_sizes[0], space.expand_ratios[0], max(space.depths),
+                          exit_number, resolution, pairs[0])
+
+
+def _check_settings(dtype, num_threads, runs, warmup, rounds, statistic):
+  if dtype not in DTYPES:
+    raise errors.ConfigError(f'latency table dtype {dtype!r} is not valid; valid: {DTYPES}')
+  if statistic not in STATISTICS:
+    raise errors.ConfigError(f'latency statistic {statistic!r} is not valid; valid: {STATISTICS}')
+  if int(num_threads) < 1 or int(runs) < 1 or int(warmup) < 0 or int(rounds) < 1:
+    raise errors.ConfigError(f'num_threads={num_threads}, runs={runs}, warmup={warmup}, '
+                             f'rounds={rounds}; expected num_threads, runs, rounds >= 1 and '
+                             'warmup >= 0')
+
+
+def profile(supernet, space: Optional[sc.SearchSpace] = None,
+            resolutions: Optional[Sequence[int]] = None, num_threads: int = 1,
+            dtype: str = 'float32', runs: int = 30, warmup: int = 5, rounds: int = 3,
+            statistic: str = 'min', calibration_networks: int = 4, seed: int = 1,
+            progress: Optional[Callable[[int, str, float], None]] = None) -> LatencyTable:
+  """Measures every distinct block of `space` with LiteRT on this machine.
+
+  Args:
+    supernet: A built `OFASupernet` (weights only matter for int8 calibration ranges).
+    space: The sub-networks to cover (a restriction of the supernet's space); default all of it.
+    resolutions: Input sizes to cover; default the space's.
+    num_threads: LiteRT CPU threads.
+    dtype: 'float32' or 'int8' block models.
+    runs: Timed invokes per interpreter.
+    warmup: Untimed invokes first.
+    rounds: Fresh interpreters per entry (see `_measure_ms`).
+    statistic: 'min' or 'median' of each interpreter's runs (see the module docstring).
+    calibration_networks: Random sub-networks of `space` timed whole to fit `overhead_ms` and
+      `ms_per_weight_mb` (0 leaves both at 0: the plain block sum).
+    seed: Seeds the calibration draw (`validate` draws with its own seed, default 0).
+    progress: Called as progress(entries_done, key, ms) after each entry.
+
+  Returns:
+    A `LatencyTable`.
+  """
+  _check_settings(dtype, num_threads, runs, warmup, rounds, statistic)
+  start = time.perf_counter()
+  full_space = supernet.search_space(resolutions=resolutions or sc.DEFAULT_RESOLUTIONS)
+  space = full_space if space is None else space
+  if resolutions is not None:
+    space = dataclasses.replace(space, resolutions=tuple(resolutions))
+  exits = list(space.exits)
+
+  def measure(data):
+    return _measure_ms(data, num_threads, runs, warmup, rounds, statistic)
+
+  entries = {}
+  for resolution in space.resolutions:
+    for config in _profiling_configs(space, resolution):
+      blocks = block_shapes.network_blocks(config, supernet.variant, supernet.num_classes,
+                                           supernet.width_multiplier, supernet.expand_ratios,
+                                           exits)
+      todo = {}
+      for block in blocks:
+        if block.key not in entries:
+          todo.setdefault(block.key, block)
+      if not todo:
+        continue
+      model = extraction.extract(supernet, config, exits=exits if len(exits) > 1 else None)
+      for key, block in todo.items():
+        names = [layer.name for layer in model.layers if block.owns_layer(layer.name)]
+        if not names:
+          raise errors.ConfigError(f'extracted model has no layers for block {block.scope}')
+        part = graph_slice.slice_layer_group(model, names, name='block')
+        entries[key] = measure(convert_block(part, dtype))
+        logging.info('latency table: %s = %.4f ms', key, entries[key])
+        if progress is not None:
+          progress(len(entries), key, entries[key])
+  settings = {'variant': supernet.variant.name, 'num_classes': supernet.num_classes,
+              'width_multiplier': supernet.width_multiplier,
+              'expand_ratios': list(supernet.expand_ratios),
+              'kernel_sizes': list(space.kernel_sizes),
+              'profiled_expand_ratios': list(space.expand_ratios),
+              'resolutions': list(space.resolutions), 'exits': exits, 'dtype': dtype,
+              'num_threads': int(num_threads), 'runs': int(runs), 'warmup': int(warmup),
+              'rounds': int(rounds), 'statistic': statistic}
+  table = LatencyTable(entries=entries, overhead_ms=0.0, settings=settings,
+                       machine=machine_description(num_threads))
+  calibrate(table, supernet, space, int(calibration_networks), seed)
+  table.profile_seconds = time.perf_counter() - start
+  return table
+
+
+def _measure_network(table: LatencyTable, supernet, config: sc.SubnetConfig) -> float:
+  """Converts and times the whole extracted model of `config` with the table's settings."""
+  s = table.settings
+  data = convert_block(extraction.extract(supernet, config), s['dtype'])
+  return _measure_ms(data, s['num_threads'], s['runs'], s['warmup'], s['rounds'], s['statistic'])
+
+
+def _sample(table: LatencyTable, supernet, count: int, seed: int,
+            space: Optional[sc.SearchSpace] = None) -> list:
+  """Random sub-networks within the table's profiled choices."""
+  s = table.settings
+  if space is None:
+    space = supernet.search_space(resolutions=s['resolutions']).restrict(
+        kernel_sizes=s['kernel_sizes'], expand_ratios=s['profiled_expand_ratios'],
+        exits=s['exits'])
+  rng = np.random.default_rng(seed)
+  return [space.sample(rng) for _ in range(int(count))]
+
+
+def calibrate(table: LatencyTable, supernet, space: Optional[sc.SearchSpace] = None,
+              count: int = 4, seed: int = 1) -> LatencyTable:
+  """Fits `overhead_ms` and `ms_per_weight_mb` on `count` random whole networks (in place).
+
+  Least squares on measured - block sum = -(blocks - 1) * overhead + weight MB * ms_per_weight_mb;
+  the weight term is kept non-negative (streaming weights never makes a network faster).
+  """
+  table.calibration = []
+  if count <= 0:
+    table.overhead_ms, table.ms_per_weight_mb = 0.0, 0.0
+    return table
+  rows, targets = [], []
+  for config in _sample(table, supernet, count, seed, space):
+    measured = _measure_network(table, supernet, config)
+    block_sum = table.block_sum_ms(config)
+    blocks = len(table.blocks(config))
+    weight_mb = table.weight_mb(config)
+    rows.append([-(blocks - 1), weight_mb])
+    targets.append(measured - block_sum)
+    table.calibration.append({'config': str(config), 'measured_ms': measured,
+                              'block_sum_ms': block_sum, 'blocks': blocks,
+                              'weight_mb': weight_mb})
+  rows, targets = np.array(rows, np.float64), np.array(targets, np.float64)
+  (overhead, per_mb), *_ = np.linalg.lstsq(rows, targets, rcond=None)
+  if per_mb < 0:  # Refit the overhead alone.
+    per_mb = 0.0
+    overhead = float(np.dot(rows[:, 0], targets) / max(np.dot(rows[:, 0], rows[:, 0]), 1e-12))
+  table.overhead_ms, table.ms_per_weight_mb = float(overhead), float(per_mb)
+  return table
+
+
+@dataclasses.dataclass(frozen=True)
+class ValidationResult:
+  """Predicted against measured latency of real sub-networks.
+
+  Attributes:
+    configs: The sub-networks (compact strings).
+    predicted_ms: Table predictions.
+    measured_ms: LiteRT latency of the converted extracted models, with the table's settings.
+    relative_errors: (predicted - measured) / measured per sub-network.
+    mean_abs_relative_error: Mean of |relative_errors| (the acceptance figure).
+    max_abs_relative_error: Largest |relative error|.
+  """
+
+  configs: tuple
+  predicted_ms: tuple
+  measured_ms: tuple
+  relative_errors: tuple
+  mean_abs_relative_error: float
+  max_abs_relative_error: float
+
+  def to_dict(self) -> dict:
+    return dataclasses.asdict(self)
+
+
+def validate(table: LatencyTable, supernet, count: int = 20, seed: int = 0,
+             space: Optional[sc.SearchSpace] = None,
+             configs: Optional[Sequence[sc.SubnetConfig]] = None) -> ValidationResult:
+  """Compares the table's predictions with measurements of `count` random sub-networks.
+
+  Each sub-network is extracted, converted (the table's dtype; int8 calibrated on random inputs)
+  and timed with the table's threads, runs, warmup, rounds and statistic.
+
+  Args:
+    table: The table (profiled for `supernet`'s architecture on this machine).
+    supernet: The supernet the table was profiled for.
+    count: Random sub-networks to draw when `configs` is None.
+    seed: Seeds the draw.
+    space: Space to draw from; default the table's kernels, expand ratios, resolutions and exits
+      within the supernet's space.
+    configs: Explicit sub-networks instead of a random draw.
+  """
+  s = table.settings
+  if (s['variant'], s['num_classes'], s['width_multiplier']) != (
+      supernet.variant.name, supernet.num_classes, supernet.width_multiplier):
+    raise errors.ConfigError(
+        f'latency table is for {s["variant"]} ({s["num_classes"]} classes, width '
+        f'{s["width_multiplier"]}); the supernet is {supernet.variant.name} '
+        f'({supernet.num_classes} classes, width {supernet.width_multiplier})')
+  if configs is None:
+    configs = _sample(table, supernet, count, seed, space)
+  predicted = [table.predict(config) for config in configs]
+  measured = [_measure_network(table, supernet, config) for config in configs]
+  predicted, measured = np.array(predicted), np.array(measured)
+  rel = (predicted - measured) / measured
+  return ValidationResult(configs=tuple(str(c) for c in configs),
+                          predicted_ms=tuple(float(v) for v in predicted),
+                          measured_ms=tuple(float(v) for v in measured),
+                          relative_errors=tuple(float(v) for v in rel),
+                          mean_abs_relative_error=float(np.mean(np.abs(rel))),
+                          max_abs_relative_error=float(np.max(np.abs(rel))))

@@ -1,0 +1,141 @@
+"""Tests for ofav2_tf.latency_table (profiling, prediction, JSON round trip, validation) and
+ofav2_tf.block_shapes (the block list it is keyed by)."""
+# bazel: size=medium
+
+import os
+import tempfile
+
+import numpy as np
+import tensorflow as tf
+
+from export import graph_slice
+from ofav2_tf import block_shapes
+from ofav2_tf import errors
+from ofav2_tf import extraction
+from ofav2_tf import latency_table
+from ofav2_tf import subnet_config
+from ofav2_tf import supernet as supernet_lib
+
+RES = 32
+
+
+class BlockShapesTest(tf.test.TestCase):
+  """The block list matches the extracted model, layer for layer, for every variant body."""
+
+  def test_blocks_cover_the_extracted_layers_exactly(self):
+    for variant in ('EE_DP', 'SE_B'):
+      net = supernet_lib.build_supernet(variant, 3, width_multiplier=0.25)
+      space = net.search_space(resolutions=(RES,))
+      config = space.sample(np.random.default_rng(2))
+      exits = [1, config.exit] if variant.startswith('EE') and config.exit > 1 else None
+      model = extraction.extract(net, config, exits=exits)
+      blocks = block_shapes.network_blocks(config, variant, 3, 0.25, exits=exits)
+      owned = {}
+      for layer in model.layers[1:]:
+        owners = [b.scope for b in blocks if b.owns_layer(layer.name)]
+        self.assertLen(owners, 1, msg=f'{variant}: layer {layer.name} owned by {owners}')
+        owned.setdefault(owners[0], []).append(layer)
+      self.assertCountEqual(owned, [b.scope for b in blocks])
+      scope_position = {b.scope: i for i, b in enumerate(blocks)}
+      for block in blocks:  # Each block reads what `reads` says, with the shapes its key claims.
+        names = [l.name for l in owned[block.scope]]
+        reads, _ = graph_slice.layer_group_boundary(model, names)
+        positions = [-1 if name == 'image' else
+                     scope_position[next(b.scope for b in blocks if b.owns_layer(name))]
+                     for name in reads]
+        self.assertCountEqual(positions, block.reads, msg=block.scope)
+        part = graph_slice.slice_layer_group(model, names)
+        self.assertEqual(len(part.inputs), block.inputs if block.kind == 'add' else 1)
+        self.assertEqual(tuple(part.inputs[0].shape[1:]),
+                         (block.resolution, block.resolution, block.in_width))
+        if block.kind != 'head':
+          self.assertEqual(tuple(part.outputs[0].shape[1:]),
+                           (block.out_resolution, block.out_resolution, block.out_width))
+
+  def test_keys_name_shapes_not_positions(self):
+    space = subnet_config.SearchSpace.for_variant('EE_D', resolutions=(RES,))
+    config = space.uniform(3, 4, 4, exit=2)
+    blocks = block_shapes.network_blocks(config, 'EE_D', 3)
+    keys = [b.key for b in blocks if b.scope.startswith('stage1_block')]
+    self.assertLen(keys, 4)
+    self.assertNotEqual(keys[0], keys[1])  # Stride and width change in block 1.
+    self.assertEqual(keys[1], keys[2])
+    self.assertEqual(keys[2], keys[3])
+    self.assertEqual(blocks[0].key, 'stem|r=32,in=3,out=16,s=2,k=3,act=hswish')
+
+
+class LatencyTableTest(tf.test.TestCase):
+
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    cls.net = supernet_lib.build_supernet('EE_D', 5, width_multiplier=0.25)
+    cls.space = cls.net.search_space(resolutions=(RES,)).restrict(
+        kernel_sizes=(3,), expand_ratios=(3,), exits=(2,))
+    cls.progress = []
+    cls.table = latency_table.profile(cls.net, cls.space, runs=10, warmup=2, rounds=2,
+                                      calibration_networks=2,
+                                      progress=lambda n, key, ms: cls.progress.append(key))
+
+  def test_profile_covers_every_block_once(self):
+    rng = np.random.default_rng(0)
+    for _ in range(10):
+      self.assertEmpty(self.table.missing(self.space.sample(rng)))
+    # stem, first block, 2 stages x (block 1, blocks 2-4) MBConv shapes, 2 x 2 dense adds, 1 head.
+    self.assertLen(self.table.entries, 11)
+    self.assertEqual(self.progress, list(self.table.entries))
+    self.assertTrue(all(v > 0 for v in self.table.entries.values()))
+    self.assertLen(self.table.calibration, 2)
+    self.assertGreaterEqual(self.table.ms_per_weight_mb, 0.0)
+    self.assertEqual(self.table.machine['threads'], 1)
+    self.assertIn('cpu', self.table.machine)
+    self.assertTrue(self.table.machine['litert'])
+
+  def test_prediction_is_overhead_plus_block_sums(self):
+    config = self.space.max_config()
+    blocks = self.table.blocks(config)
+    weight_mb = sum(b.weights for b in blocks) * 4 / 1e6  # float32 table
+    table = self.table
+    expected = (sum(table.entries[b.key] for b in blocks) - (len(blocks) - 1) * table.overhead_ms +
+                weight_mb * table.ms_per_weight_mb)
+    self.assertAlmostEqual(self.table.predict(config), expected)
+    for row in self.table.calibration:  # What the two constants were fitted on.
+      calibrated = subnet_config.SubnetConfig.from_string(row['config'])
+      self.assertAlmostEqual(row['block_sum_ms'], table.block_sum_ms(calibrated))
+      self.assertEqual(row['blocks'], len(table.blocks(calibrated)))
+      self.assertAlmostEqual(row['weight_mb'], table.weight_mb(calibrated))
+      self.assertGreater(row['measured_ms'], 0)
+
+  def test_json_round_trip(self):
+    path = os.path.join(tempfile.mkdtemp(), 'lut.json')
+    self.table.save(path)
+    loaded = latency_table.LatencyTable.load(path)
+    self.assertEqual(loaded, self.table)
+    config = self.space.sample(np.random.default_rng(5))
+    self.assertEqual(loaded.predict(config), self.table.predict(config))
+
+  def test_validation_reports_finite_error(self):
+    result = latency_table.validate(self.table, self.net, count=2, seed=1)
+    self.assertLen(result.measured_ms, 2)
+    self.assertTrue(np.all(np.isfinite(result.relative_errors)))
+    self.assertTrue(all(m > 0 for m in result.measured_ms))
+    self.assertAlmostEqual(result.mean_abs_relative_error,
+                           float(np.mean(np.abs(result.relative_errors))))
+    print('latency table validation:', result.to_dict())
+
+  def test_errors(self):
+    outside = self.net.search_space(resolutions=(RES, 48)).max_config(48).replace(exit=2)
+    with self.assertRaisesRegex(errors.ConfigError, 'no entry for stem'):
+      self.table.predict(outside)
+    with self.assertRaisesRegex(errors.ConfigError, 'dtype'):
+      latency_table.profile(self.net, self.space, dtype='float16')
+    with self.assertRaisesRegex(errors.ConfigError, 'statistic'):
+      latency_table.profile(self.net, self.space, statistic='mean')
+    with self.assertRaisesRegex(errors.ConfigError, 'does not exist'):
+      latency_table.LatencyTable.load('/nonexistent/lut.json')
+    with self.assertRaisesRegex(errors.ConfigError, 'not a latency table'):
+      latency_table.LatencyTable.from_dict({'format': 'other'})
+
+
+if __name__ == '__main__':
+  tf.test.main()
