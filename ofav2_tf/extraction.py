@@ -15,7 +15,6 @@ Layer names are systematic: `stage{s}_block{b}[_{branch}]_{op}`, `exit{k}_{op}`,
 from typing import Iterable, Optional, Union
 
 import numpy as np
-import tensorflow as tf
 import tf_keras
 
 from ofav2_tf import arch_spec

@@ -87,11 +87,7 @@ class OFASupernet(tf_keras.Model):
     level_cls = blocks.ParallelLevel if self.variant.parallel else blocks.ElasticMBConv
     self.levels = [[level_cls.from_spec(spec, self.kernel_sizes, self.expand_ratios,
                                         name=spec.name, **bn)
-                    if level_cls is blocks.ElasticMBConv else
-                    level_cls(spec.in_width, spec.out_width, spec.stride, spec.activation,
-                              spec.use_se, self.kernel_sizes, self.expand_ratios,
-                              residual=spec.residual, name=spec.name, **bn)
-                    for spec in stage] for stage in self.arch.blocks]
+                     for spec in stage] for stage in self.arch.blocks]
     self.heads = {}
     for stage in self.exit_stages:
       self.heads[f'exit{stage + 1}'] = blocks.ExitHead(

@@ -1,7 +1,6 @@
 """Equivalence of the supernet and its extracted static models, for all eight variants."""
 # bazel: size=enormous tags=slow
 
-import itertools
 
 from absl.testing import parameterized
 import numpy as np
@@ -10,7 +9,6 @@ import tensorflow as tf
 from ofav2_tf import extraction
 from ofav2_tf import supernet as supernet_lib
 from ofav2_tf import variants
-from ofav2_tf.layers import blocks
 from tests import testutil
 
 STANDARD_LAYERS = {'InputLayer', 'Conv2D', 'DepthwiseConv2D', 'BatchNormalization', 'ReLU',

@@ -5,7 +5,6 @@ import numpy as np
 import tensorflow as tf
 
 from ofav2_tf import elastic_step
-from ofav2_tf import subnet_config as sc
 from tests import testutil
 
 NUM_SUBNETS = 30

@@ -6,7 +6,6 @@ import tensorflow as tf
 import tf_keras
 
 from ofav2_tf import phases
-from ofav2_tf import supernet as supernet_lib
 from ofav2_tf import trainer as trainer_lib
 from tests import testutil
 

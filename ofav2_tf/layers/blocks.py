@@ -9,7 +9,6 @@ import tensorflow as tf
 import tf_keras
 
 from ofav2_tf import arch_spec
-from ofav2_tf import subnet_config as sc
 from ofav2_tf.layers import activations
 from ofav2_tf.layers import elastic_ops
 
@@ -163,6 +162,11 @@ class ParallelLevel(tf_keras.layers.Layer):
 
   def get_config(self):
     return {**super().get_config(), **self._config}
+
+  @classmethod
+  def from_spec(cls, spec: arch_spec.BlockSpec, kernel_sizes, expand_ratios, **kwargs):
+    return cls(spec.in_width, spec.out_width, spec.stride, spec.activation, spec.use_se,
+               kernel_sizes, expand_ratios, residual=spec.residual, **kwargs)
 
 
 @_SERIALIZABLE

@@ -7,7 +7,6 @@ fixed; only the middle width of a block (set by its expand ratio) and the depthw
 elastic, and they are sliced from the leading channels / the kernel's centre.
 """
 
-import numpy as np
 import tensorflow as tf
 import tf_keras
 
