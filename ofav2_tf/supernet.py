@@ -85,9 +85,9 @@ class OFASupernet(tf_keras.Model):
         self.arch.stem_width, self.arch.stem_width, 1, 'relu', False, kernel_sizes=(3,),
         expand_ratios=(1,), has_expand=False, residual=True, name='first_block', **bn)
     level_cls = blocks.ParallelLevel if self.variant.parallel else blocks.ElasticMBConv
-    self.levels = [[level_cls.from_spec(spec, self.kernel_sizes, self.expand_ratios,
-                                        name=spec.name, **bn)
-                     for spec in stage] for stage in self.arch.blocks]
+    self.levels = [[blocks.level_from_spec(level_cls, spec, self.kernel_sizes,
+                                           self.expand_ratios, name=spec.name, **bn)
+                    for spec in stage] for stage in self.arch.blocks]
     self.heads = {}
     for stage in self.exit_stages:
       self.heads[f'exit{stage + 1}'] = blocks.ExitHead(

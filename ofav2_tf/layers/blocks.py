@@ -90,11 +90,6 @@ class ElasticMBConv(tf_keras.layers.Layer):
             'has_expand': self.has_expand, 'residual': self.residual,
             'bn_momentum': self.bn_momentum, 'bn_epsilon': self.bn_epsilon}
 
-  @classmethod
-  def from_spec(cls, spec: arch_spec.BlockSpec, kernel_sizes, expand_ratios, **kwargs):
-    return cls(spec.in_width, spec.out_width, spec.stride, spec.activation, spec.use_se,
-               kernel_sizes, expand_ratios, residual=spec.residual, **kwargs)
-
 
 @_SERIALIZABLE
 class ParallelLevel(tf_keras.layers.Layer):
@@ -163,10 +158,11 @@ class ParallelLevel(tf_keras.layers.Layer):
   def get_config(self):
     return {**super().get_config(), **self._config}
 
-  @classmethod
-  def from_spec(cls, spec: arch_spec.BlockSpec, kernel_sizes, expand_ratios, **kwargs):
-    return cls(spec.in_width, spec.out_width, spec.stride, spec.activation, spec.use_se,
-               kernel_sizes, expand_ratios, residual=spec.residual, **kwargs)
+
+def level_from_spec(layer_cls, spec: arch_spec.BlockSpec, kernel_sizes, expand_ratios, **kwargs):
+  """Builds an `ElasticMBConv` or `ParallelLevel` for one block position of the stage table."""
+  return layer_cls(spec.in_width, spec.out_width, spec.stride, spec.activation, spec.use_se,
+                   kernel_sizes, expand_ratios, residual=spec.residual, **kwargs)
 
 
 @_SERIALIZABLE
