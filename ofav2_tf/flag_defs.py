@@ -1,0 +1,181 @@
+"""Every command-line flag of `python -m ofav2_tf.main`, defined in one place, with validators.
+
+All flags are optional with defaults, so tests and library code can import this module without
+parsing a command line; `main` decides which ones a mode needs. Validators check what a single flag
+can check (enums, bounds, the syntax of lists and `name=value` maps) when the command line or a
+flagfile is parsed, so a typo fails before any data is read. Checks that need several flags at once
+(a phase name that does not apply to the variant, a resolution outside the supernet's range) live in
+`run_config.RunConfig.validate`.
+
+Presets are flagfiles in `flags/` (`--flagfile=flags/demo_fashion_mnist.cfg`); later flags on the
+command line override them.
+"""
+
+from absl import flags
+
+from ofav2_tf import variants as variants_lib
+
+FLAGS = flags.FLAGS
+
+TEACHER_MODES = ('pet', 'fixed', 'none')
+DISTRIBUTIONS = ('default', 'mirrored', 'multi_worker')
+EVAL_SPLITS = ('validation', 'test')
+
+
+def _positive_ints(values) -> bool:
+  return values is None or all(int(v) > 0 for v in values)
+
+
+def _int_list(values) -> bool:
+  try:
+    return values is None or all(int(v) == float(v) for v in values)
+  except (TypeError, ValueError):
+    return False
+
+
+def parse_phase_map(entries, value_type=float) -> dict:
+  """Parses ['kernel=40', 'full=100'] into {'kernel': 40.0, 'full': 100.0}.
+
+  Raises:
+    ValueError: An entry is not `name=value` or its value has the wrong type or is not positive.
+  """
+  result = {}
+  for entry in entries or ():
+    name, sep, value = str(entry).partition('=')
+    if not sep or not name.strip():
+      raise ValueError(f'{entry!r} is not of the form phase=value')
+    try:
+      number = value_type(value)
+    except ValueError:
+      raise ValueError(f'{entry!r}: {value!r} is not a {value_type.__name__}') from None
+    if number <= 0:
+      raise ValueError(f'{entry!r}: the value must be positive')
+    result[name.strip()] = number
+  return result
+
+
+def _map_validator(value_type):
+  def check(entries):
+    try:
+      parse_phase_map(entries, value_type)
+      return True
+    except ValueError as e:
+      raise flags.ValidationError(str(e)) from None
+  return check
+
+
+_defined = False
+
+
+def define_flags() -> None:
+  """Defines the flags (idempotent: the test suite imports several modules that call it)."""
+  global _defined
+  if _defined:
+    return
+  _defined = True
+
+  # What to do and where.
+  flags.DEFINE_string('mode', 'train',
+                      'What to run: train, evaluate (more modes register themselves in main).')
+  flags.DEFINE_string('run_dir', None,
+                      'Run folder: resolved flags, logs, TensorBoard events, checkpoints, metrics. '
+                      'Starting the same command again resumes the run in it.')
+  flags.DEFINE_integer('seed', 0, 'Seed of the data order, augmentation, sub-network sampling and '
+                       'initial weights.', lower_bound=0)
+
+  # Data.
+  flags.DEFINE_string('dataset', 'fashion_mnist',
+                      'Dataset: fashion_mnist, tiny_imagenet, image_folder:<root>, tfds:<name>.')
+  flags.DEFINE_string('data_dir', None, 'Where the dataset is stored or prepared (see README).')
+  flags.DEFINE_string('manual_dir', None,
+                      'Folder holding a manually downloaded archive (tiny-imagenet-200.zip/.tar.gz).')
+  flags.DEFINE_boolean('download', True, 'Allow downloading data that is not found locally.')
+  flags.DEFINE_float('validation_fraction', 0.15,
+                     'Share of the training set held out for checkpoint selection.',
+                     lower_bound=0.0, upper_bound=0.9)
+  flags.DEFINE_list('resolutions', None,
+                    'Training input sizes (one per batch); default: 48..64 step 4 for Tiny '
+                    'ImageNet-sized data, else the native size -4..+4 step 4.')
+  flags.DEFINE_integer('batch_size', 64, 'Global training batch size.', lower_bound=1)
+
+  # Architecture (these define the weights; a run folder refuses other values).
+  flags.DEFINE_enum('variant', 'EE_D', variants_lib.VARIANTS.names(),
+                    'Supernet variant: SE/EE (single/early exits) x B/D/P/DP.')
+  flags.DEFINE_float('width_multiplier', 1.0, 'Scales every width.', lower_bound=0.05)
+  flags.DEFINE_float('dropout', 0.1, 'Dropout before each classifier.', lower_bound=0.0,
+                     upper_bound=0.9)
+  flags.DEFINE_list('kernel_sizes', ['3', '5', '7'], 'Elastic depthwise kernel sizes.')
+  flags.DEFINE_list('expand_ratios', ['3', '4', '6'], 'Elastic expand ratios.')
+  flags.DEFINE_list('depths', ['2', '3', '4'], 'Elastic stage depths.')
+
+  # Schedule and optimisation.
+  flags.DEFINE_list('phases', None,
+                    'Phases to run, in schedule order (default: every phase of the variant). '
+                    'Must start at `full` and follow the schedule without gaps.')
+  flags.DEFINE_enum('teacher', 'pet', TEACHER_MODES,
+                    'pet: max sub-network of the previous phase (OFAv2); fixed: the full-phase '
+                    'network (OFA); none: no distillation.')
+  flags.DEFINE_float('epoch_scale', 1.0,
+                     "Multiplies every phase's reference epochs (DESIGN.md 2.3).", lower_bound=0.0)
+  flags.DEFINE_list('phase_epochs', None, 'Per-phase epochs overriding the scaled reference, '
+                    'e.g. full=10,kernel=5.')
+  flags.DEFINE_list('phase_steps', None, 'Per-phase optimizer steps overriding epochs, '
+                    'e.g. full=300,kernel=100.')
+  flags.DEFINE_integer('steps_per_epoch', 0,
+                       'Optimizer steps per epoch; 0 = training images / batch size.', lower_bound=0)
+  flags.DEFINE_float('lr_scale', 1.0, 'Multiplies every reference learning rate.',
+                     lower_bound=0.0)
+  flags.DEFINE_list('phase_lr', None, 'Per-phase base learning rates, e.g. full=0.1.')
+  flags.DEFINE_float('warmup_scale', 1.0, "Multiplies every phase's reference warm-up epochs.",
+                     lower_bound=0.0)
+  flags.DEFINE_float('momentum', 0.9, 'SGD momentum (Nesterov).', lower_bound=0.0,
+                     upper_bound=0.999)
+  flags.DEFINE_float('weight_decay', 3e-5, 'L2 on conv/dense kernels (not BN, not biases).',
+                     lower_bound=0.0)
+  flags.DEFINE_float('label_smoothing', 0.1, 'Label smoothing.', lower_bound=0.0,
+                     upper_bound=0.5)
+  flags.DEFINE_float('kd_weight', 1.0, 'Weight of the distillation term.', lower_bound=0.0)
+  flags.DEFINE_integer('checkpoint_every_steps', 0,
+                       'Save a resumable checkpoint (and validate) every N steps; 0 = once per '
+                       'epoch.', lower_bound=0)
+  flags.DEFINE_integer('validation_images', 1000,
+                       'Validation images scored at every checkpoint to pick the best one.',
+                       lower_bound=1)
+
+  # Evaluation (paper protocol; bounded by flags on small machines).
+  flags.DEFINE_list('eval_resolutions', None,
+                    'Resolutions of the uniform sub-networks; default: smallest and largest '
+                    'training resolution (the paper: 48,64).')
+  flags.DEFINE_integer('eval_max_subnets', 0,
+                       'Evaluate at most this many uniform sub-networks per phase, evenly spread '
+                       'over the grid (max and min included); 0 = the whole grid.', lower_bound=0)
+  flags.DEFINE_integer('eval_images', 0, 'Test images per sub-network; 0 = the whole split.',
+                       lower_bound=0)
+  flags.DEFINE_integer('calibration_images', 2000,
+                       'Training images for BN re-calibration of each evaluated sub-network.',
+                       lower_bound=1)
+  flags.DEFINE_enum('eval_split', 'test', EVAL_SPLITS,
+                    'Split of the per-phase report (the official validation set is `test`).')
+  flags.DEFINE_string('phase', None,
+                      'evaluate mode: the phase whose best checkpoint is evaluated (default: the '
+                      'last completed one).')
+  flags.DEFINE_list('subnets', None, 'evaluate mode: sub-network strings to evaluate instead of '
+                    'the uniform grid.')
+
+  # Execution.
+  flags.DEFINE_enum('distribution', 'default', DISTRIBUTIONS,
+                    'tf.distribute strategy: default (one device), mirrored (local devices), '
+                    'multi_worker (TF_CONFIG).')
+  flags.DEFINE_integer('cpu_devices', 0,
+                       'Split the CPU into this many logical devices (for mirrored on a CPU-only '
+                       'machine); 0 = leave as is.', lower_bound=0)
+  flags.DEFINE_integer('verbose', 1, 'Keras progress display: 0 silent, 1 progress bar, '
+                       '2 one line per checkpoint chunk.', lower_bound=0, upper_bound=2)
+
+  for name in ('kernel_sizes', 'expand_ratios', 'depths', 'resolutions', 'eval_resolutions'):
+    flags.register_validator(
+        name, lambda v: _int_list(v) and _positive_ints(v),
+        message=f'--{name} must be a comma-separated list of positive integers')
+  flags.register_validator('phase_epochs', _map_validator(float))
+  flags.register_validator('phase_steps', _map_validator(int))
+  flags.register_validator('phase_lr', _map_validator(float))

@@ -1,0 +1,51 @@
+"""Command line: `python -m ofav2_tf.main --flagfile=flags/<preset>.cfg [--flag=value ...]`.
+
+Modes are a registry (`ofav2_tf.modes.MODES`): `train` runs the progressive-shrinking schedule into `--run_dir`
+(resuming it when it exists), `evaluate` evaluates a phase's best checkpoint of a run. Other modes
+(search, export, ...) register a function taking the parsed flags in their own module under `ofav2_tf/modes/`;
+nothing here changes when one is added.
+
+User mistakes (`OFAError`: bad flag values, missing data, a run folder of another architecture)
+are printed as one line, `error: ...`, with exit status 2 and no traceback; anything else is a bug
+and keeps its traceback.
+"""
+
+import os
+import sys
+
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')  # before TensorFlow is imported
+
+from absl import app  # pylint: disable=g-import-not-at-top
+from absl import flags  # pylint: disable=g-import-not-at-top
+from absl import logging  # pylint: disable=g-import-not-at-top
+
+from ofav2_tf import errors  # pylint: disable=g-import-not-at-top
+from ofav2_tf import flag_defs  # pylint: disable=g-import-not-at-top
+from ofav2_tf import modes  # pylint: disable=g-import-not-at-top
+
+flag_defs.define_flags()
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments {argv[1:]}; every option is a --flag')
+  # TensorFlow's INFO lines (checkpoint sharding, ...) would drown the progress display.
+  # Retracing notices for the per-sub-network evaluation functions are expected (one static model
+  # per evaluated sub-network) and say nothing to the user.
+  logging.set_verbosity(logging.WARNING)
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  tf.get_logger().setLevel('ERROR')
+  try:
+    modes.run(FLAGS.mode, FLAGS)
+  except errors.OFAError as e:
+    print(f'error: {e}', file=sys.stderr, flush=True)
+    sys.exit(2)
+  except KeyboardInterrupt:
+    print('interrupted: the run folder keeps its last checkpoint; run the same command to resume',
+          file=sys.stderr, flush=True)
+    sys.exit(130)
+
+
+if __name__ == '__main__':
+  app.run(main)

@@ -1,0 +1,20 @@
+"""`--mode=train`: runs (or resumes) the progressive-shrinking schedule into `--run_dir`."""
+
+from ofav2_tf import run_folder as run_folder_lib
+from ofav2_tf import training_run
+from ofav2_tf.modes import MODES
+from ofav2_tf.modes import common
+
+
+@MODES.register('train')
+def train(flag_values):
+  folder = run_folder_lib.RunFolder(flag_values.run_dir)
+  config = common.config_from_flags(flag_values)
+  config.schedule()  # unknown or misplaced phases fail before the data is read
+  splits = common.load_dataset(config)
+  config = common.resolve(config, splits)
+  resumed = folder.open_for(config)
+  folder.log(f'{"Resuming" if resumed else "Starting"} run {folder.path}: {config.variant} on '
+             f'{splits.name} ({splits.train_size} train / {splits.validation_size} validation / '
+             f'{splits.test_size} test images, {splits.num_classes} classes)')
+  return training_run.TrainingRun(config, folder, splits).run()

@@ -1,0 +1,103 @@
+"""What a run measures during and after each phase (DESIGN.md 2.3, evaluation protocol).
+
+- `Evaluator.validation_score`: at every checkpoint, the top-1 of the phase's maximal sub-network on
+  a slice of the validation split, after BN re-calibration; it picks the phase's best checkpoint.
+- `Evaluator.evaluate_phase`: after a phase, the paper's protocol: the uniform sub-networks of the
+  phase's space at the evaluation resolutions (optionally thinned to `max_subnets` spread evenly
+  over their MACs, so the cheapest and the largest are always in), each BN re-calibrated, on the
+  report split; for early-exit variants also the accuracy of every exit of the maximal network.
+
+Calibration images are drawn once per run and reused for every sub-network, so sub-networks are
+compared on the same footing.
+"""
+
+import math
+from typing import List, Optional, Sequence
+
+import numpy as np
+
+from ofav2_tf import costs
+from ofav2_tf import evaluation
+from ofav2_tf import subnet_config as sc
+from ofav2_tf.data import pipeline
+
+EVAL_BATCH = 250
+
+
+def thin_grid(configs: Sequence[sc.SubnetConfig], max_subnets: int, variant, num_classes: int,
+              width_multiplier: float) -> List[sc.SubnetConfig]:
+  """At most `max_subnets` configs spread evenly over MACs (0 keeps them all)."""
+  if not max_subnets or len(configs) <= max_subnets:
+    return list(configs)
+  macs = [costs.count(c, variant, num_classes, width_multiplier).macs for c in configs]
+  order = np.argsort(macs, kind='stable')
+  picks = sorted({int(round(i)) for i in np.linspace(0, len(configs) - 1, max_subnets)})
+  return [configs[order[i]] for i in picks]
+
+
+def uniform_label(config: sc.SubnetConfig) -> str:
+  """Short name of a uniform sub-network, e.g. 'k7 e6 d4 x5 r64' (+ ' b3' branch count)."""
+  label = (f'k{config.kernel[0]} e{config.expand[0]} d{config.depth[0]} x{config.exit} '
+           f'r{config.resolution}')
+  if config.branches is not None:
+    label += f' b{sc.branch_count(config.branches[0])}'
+  return label
+
+
+class Evaluator:
+  """Scores sub-networks of one supernet on one dataset, with fixed calibration images."""
+
+  def __init__(self, supernet, splits, calibration_images: int, seed: int,
+               validation_images: int, eval_images: int = 0, eval_split: str = 'test'):
+    self.supernet = supernet
+    self.splits = splits
+    self.calibration = pipeline.calibration_images(splits, calibration_images, seed)
+    self.seed = seed
+    self.validation_images = validation_images
+    self.eval_images = eval_images
+    self.eval_split = eval_split
+
+  def calibration_batches(self, resolution: int):
+    return pipeline.calibration_batches(self.splits, self.calibration, resolution,
+                                        seed=self.seed)
+
+  def _batches(self, resolution: int, split: str, images: Optional[int]):
+    take = math.ceil(images / EVAL_BATCH) if images else None
+    return pipeline.eval_batches(self.splits, EVAL_BATCH, resolution, split=split, take=take)
+
+  def evaluate(self, config: sc.SubnetConfig, split: str, images: Optional[int], exits=None):
+    return evaluation.evaluate_subnet(
+        self.supernet, config, self.calibration_batches(config.resolution),
+        self._batches(config.resolution, split, images), exits=exits)
+
+  def validation_score(self, space: sc.SearchSpace) -> float:
+    """Top-1 of the phase's maximal sub-network on the validation slice."""
+    config = space.max_config(max(space.resolutions))
+    return self.evaluate(config, 'validation', self.validation_images).accuracy
+
+  def evaluate_phase(self, space: sc.SearchSpace, resolutions: Sequence[int],
+                     max_subnets: int, progress=None) -> dict:
+    """The paper's uniform grid (thinned) and, for early exits, per-exit accuracy."""
+    grid = evaluation.uniform_grid(space, resolutions)
+    net = self.supernet
+    grid = thin_grid(grid, max_subnets, net.variant, net.num_classes, net.width_multiplier)
+    rows = []
+    for i, config in enumerate(grid):
+      result = self.evaluate(config, self.eval_split, self.eval_images)
+      report = costs.count(config, net.variant, net.num_classes, net.width_multiplier)
+      rows.append({'config': config.to_string(), 'label': uniform_label(config), 'accuracy': result.accuracy,
+                   'macs': report.macs, 'params': report.params, 'images': result.images})
+      if progress:
+        progress(f'  uniform {i + 1}/{len(grid)} {uniform_label(config)}: '
+                 f'top-1 {result.accuracy:.4f}')
+    accuracies = [r['accuracy'] for r in rows]
+    best = int(np.argmax(accuracies))
+    summary = {'uniform': rows, 'best_uniform': rows[best],
+               'uniform_best': accuracies[best], 'uniform_mean': float(np.mean(accuracies)),
+               'uniform_min': float(np.min(accuracies)), 'split': self.eval_split}
+    if net.variant.early_exits:
+      config = space.max_config(max(resolutions))
+      result = self.evaluate(config.replace(exit=max(space.exits)), self.eval_split,
+                             self.eval_images, exits='all')
+      summary['exit_accuracy'] = {str(k): v for k, v in result.exit_accuracy.items()}
+    return summary

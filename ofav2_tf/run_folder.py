@@ -1,0 +1,216 @@
+"""The run folder: one directory holding everything a run produces, laid out so a run can resume.
+
+    <run_dir>/
+      config.json           resolved RunConfig (architecture fields checked on resume)
+      provenance.json       command line, versions, host, start times (one entry per start)
+      log.txt               the run's log (every start appends)
+      tensorboard/          scalar summaries of every phase (one event stream per start)
+      phases/<NN_name>/
+        steps/step-000120/  resumable checkpoints: weights + optimizer + progress.json
+        best/               weights of the best validation score in the phase + progress.json
+        result.json         written last: the phase is complete (never re-run)
+      metrics.json          per-phase results (rewritten after each phase)
+      phases.png            per-phase accuracy plot
+
+Every checkpoint is written under a temporary name and renamed when complete, so a process killed
+at any moment (SIGKILL included) leaves either the previous or the new checkpoint, never a torn one;
+`latest_step` ignores leftovers of an interrupted write.
+"""
+
+import json
+import os
+import shutil
+import sys
+import time
+from typing import Optional
+
+import tensorflow as tf
+
+from ofav2_tf import errors
+from ofav2_tf import run_config as run_config_lib
+
+CONFIG_FILE = 'config.json'
+PROGRESS_FILE = 'progress.json'
+RESULT_FILE = 'result.json'
+_TMP = '.tmp'
+
+
+def write_json_atomic(path: str, value) -> None:
+  tmp = path + _TMP
+  with open(tmp, 'w') as f:
+    json.dump(value, f, indent=2, sort_keys=True)
+    f.flush()
+    os.fsync(f.fileno())
+  os.replace(tmp, path)
+
+
+def read_json(path: str):
+  try:
+    with open(path) as f:
+      return json.load(f)
+  except json.JSONDecodeError as e:
+    raise errors.ConfigError(f'{path} is corrupt ({e}); delete it or use another --run_dir') \
+        from None
+
+
+class RunFolder:
+  """Paths and the small amount of state kept in a run folder."""
+
+  def __init__(self, path: str):
+    if not path:
+      raise errors.ConfigError('--run_dir is required: the folder that holds (or will hold) the run')
+    self.path = os.path.abspath(path)
+    if os.path.exists(self.path) and not os.path.isdir(self.path):
+      raise errors.ConfigError(f'--run_dir {path} exists and is not a folder')
+
+  def file(self, *parts) -> str:
+    return os.path.join(self.path, *parts)
+
+  def exists(self) -> bool:
+    return os.path.exists(self.file(CONFIG_FILE))
+
+  # -- configuration -----------------------------------------------------------------------------
+
+  def load_config(self) -> run_config_lib.RunConfig:
+    if not self.exists():
+      raise errors.ConfigError(
+          f'{self.path} is not a run folder (no {CONFIG_FILE}); train into it first with '
+          '--mode=train')
+    return run_config_lib.RunConfig.from_dict(read_json(self.file(CONFIG_FILE)))
+
+  def open_for(self, config: run_config_lib.RunConfig) -> bool:
+    """Creates the folder for `config`, or checks an existing one matches it.
+
+    Returns:
+      True when an existing run is being resumed.
+
+    Raises:
+      ArchitectureMismatchError: The folder holds a run of another architecture. Nothing is
+        written in that case.
+    """
+    if self.exists():
+      saved = read_json(self.file(CONFIG_FILE))
+      run_config_lib.check_same_architecture(saved, config.architecture(), self.path)
+      resumed = True
+    else:
+      resumed = False
+    os.makedirs(self.path, exist_ok=True)
+    if resumed:
+      # Keep the original; a changed schedule flag is recorded beside it for the reader.
+      write_json_atomic(self.file('config.resumed.json'), config.to_dict())
+    else:
+      write_json_atomic(self.file(CONFIG_FILE), config.to_dict())
+    self._record_provenance(resumed)
+    return resumed
+
+  def _record_provenance(self, resumed: bool) -> None:
+    import numpy as np  # pylint: disable=g-import-not-at-top
+    import tf_keras  # pylint: disable=g-import-not-at-top
+    path = self.file('provenance.json')
+    history = read_json(path) if os.path.exists(path) else []
+    history.append({
+        'started': time.strftime('%Y-%m-%dT%H:%M:%S%z'),
+        'resumed': resumed,
+        'command': [sys.executable] + sys.argv,
+        'cwd': os.getcwd(),
+        'versions': {'python': sys.version.split()[0], 'tensorflow': tf.__version__,
+                     'tf_keras': tf_keras.__version__, 'numpy': np.__version__},
+        'git_commit': _git_commit(),
+        'host': os.uname().nodename,
+    })
+    write_json_atomic(path, history)
+
+  # -- logging -------------------------------------------------------------------------------------
+
+  def log(self, message: str) -> None:
+    """Prints `message` and appends it, time-stamped, to log.txt."""
+    print(message, flush=True)
+    os.makedirs(self.path, exist_ok=True)
+    with open(self.file('log.txt'), 'a') as f:
+      for line in str(message).splitlines() or ['']:
+        f.write(f'{time.strftime("%H:%M:%S")} {line}\n')
+
+  # -- phases ------------------------------------------------------------------------------------
+
+  def phase_dir(self, plan: run_config_lib.PhasePlan) -> str:
+    return self.file('phases', plan.folder_name)
+
+  def phase_result(self, plan) -> Optional[dict]:
+    path = os.path.join(self.phase_dir(plan), RESULT_FILE)
+    return read_json(path) if os.path.exists(path) else None
+
+  def write_phase_result(self, plan, result: dict) -> None:
+    os.makedirs(self.phase_dir(plan), exist_ok=True)
+    write_json_atomic(os.path.join(self.phase_dir(plan), RESULT_FILE), result)
+
+  def best_dir(self, plan) -> str:
+    return os.path.join(self.phase_dir(plan), 'best')
+
+  def has_best(self, plan) -> bool:
+    return os.path.exists(os.path.join(self.best_dir(plan), PROGRESS_FILE))
+
+  def completed_phases(self) -> list:
+    """Folder names of the phases with a result, in order."""
+    root = self.file('phases')
+    if not os.path.isdir(root):
+      return []
+    return sorted(name for name in os.listdir(root)
+                  if os.path.exists(os.path.join(root, name, RESULT_FILE)))
+
+  # -- checkpoints -------------------------------------------------------------------------------
+
+  def save_checkpoint(self, directory: str, checkpoint: tf.train.Checkpoint, progress: dict) -> None:
+    """Writes `checkpoint` and `progress` into `directory` atomically (tmp folder, rename)."""
+    tmp = directory + _TMP
+    shutil.rmtree(tmp, ignore_errors=True)
+    os.makedirs(tmp)
+    checkpoint.write(os.path.join(tmp, 'ckpt'))
+    write_json_atomic(os.path.join(tmp, PROGRESS_FILE), progress)
+    old = directory + '.old'
+    if os.path.exists(directory):
+      shutil.rmtree(old, ignore_errors=True)
+      os.replace(directory, old)
+    os.replace(tmp, directory)
+    shutil.rmtree(old, ignore_errors=True)
+
+  def step_dir(self, plan, step: int) -> str:
+    return os.path.join(self.phase_dir(plan), 'steps', f'step-{step:07d}')
+
+  def latest_step(self, plan) -> Optional[str]:
+    """The newest complete step checkpoint of a phase, or None."""
+    root = os.path.join(self.phase_dir(plan), 'steps')
+    if not os.path.isdir(root):
+      return None
+    complete = sorted(name for name in os.listdir(root)
+                      if name.startswith('step-') and not name.endswith((_TMP, '.old'))
+                      and os.path.exists(os.path.join(root, name, PROGRESS_FILE)))
+    return os.path.join(root, complete[-1]) if complete else None
+
+  def prune_steps(self, plan, keep: str) -> None:
+    root = os.path.join(self.phase_dir(plan), 'steps')
+    for name in os.listdir(root):
+      path = os.path.join(root, name)
+      if path != keep:
+        shutil.rmtree(path, ignore_errors=True)
+
+  @staticmethod
+  def read_progress(directory: str) -> dict:
+    return read_json(os.path.join(directory, PROGRESS_FILE))
+
+  @staticmethod
+  def checkpoint_prefix(directory: str) -> str:
+    return os.path.join(directory, 'ckpt')
+
+
+def _git_commit() -> Optional[str]:
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  head = os.path.join(root, '.git', 'HEAD')
+  try:
+    with open(head) as f:
+      ref = f.read().strip()
+    if ref.startswith('ref: '):
+      with open(os.path.join(root, '.git', ref[5:])) as f:
+        return f.read().strip()
+    return ref
+  except OSError:
+    return None

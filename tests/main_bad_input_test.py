@@ -1,0 +1,105 @@
+"""`python -m ofav2_tf.main` on bad input: one line naming the problem, no traceback, nothing written."""
+# bazel: size=large
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+from absl.testing import absltest
+from absl.testing import parameterized
+
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# Lines TensorFlow's C++ runtime prints on import, whatever happens next.
+_NOISE = ('I0000', 'W0000', 'E0000', 'WARNING: All log messages')
+
+
+def run_main(*args, timeout=300):
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3', PYTHONPATH=_ROOT)
+  proc = subprocess.run([sys.executable, '-m', 'ofav2_tf.main', *args], cwd=_ROOT, env=env,
+                        capture_output=True, text=True, timeout=timeout, check=False)
+  lines = [line for line in proc.stderr.splitlines() if line.strip() and not line.startswith(_NOISE)]
+  return proc.returncode, lines, proc.stdout
+
+
+class BadInputTest(parameterized.TestCase):
+
+  def assert_one_line_error(self, code, lines, *needles):
+    self.assertNotEqual(code, 0)
+    text = '\n'.join(lines)
+    self.assertNotIn('Traceback', text)
+    errors = [line for line in lines if line.startswith(('error:', 'FATAL'))]
+    self.assertLen(errors, 1, msg=text)
+    for needle in needles:
+      self.assertIn(needle, errors[0])
+
+  def _run_dir(self):
+    return os.path.join(self.create_tempdir().full_path, 'run')
+
+  @parameterized.named_parameters(
+      ('unknown_variant', ['--variant=EE_X'], ['--variant', 'EE_D']),
+      ('unknown_phase', ['--variant=SE_B', '--phases=full,kernal'], ['kernal', 'kernel']),
+      ('phase_of_another_variant', ['--variant=SE_B', '--phases=full,height1'],
+       ['height1', 'does not apply to variant SE_B']),
+      ('unknown_dataset', ['--dataset=fashion_mnst'], ['fashion_mnst', 'fashion_mnist']),
+      ('zero_steps', ['--phase_steps=full=0'], ['--phase_steps', 'positive']),
+      ('negative_batch', ['--batch_size=-4'], ['--batch_size', '-4']),
+      ('negative_epochs', ['--epoch_scale=-1'], ['--epoch_scale']),
+      ('unknown_mode', ['--mode=trian'], ['trian', 'train']),
+  )
+  def test_flag_mistakes(self, argv, needles):
+    run_dir = self._run_dir()
+    code, lines, _ = run_main(f'--run_dir={run_dir}', *argv)
+    self.assert_one_line_error(code, lines, *needles)
+    self.assertFalse(os.path.exists(run_dir))
+
+  def test_unknown_flag_in_a_flagfile(self):
+    flagfile = self.create_tempfile('bad.cfg', content='--variant=EE_D\n--learning_rat=0.1\n')
+    code, lines, _ = run_main(f'--flagfile={flagfile.full_path}')
+    self.assert_one_line_error(code, lines, 'learning_rat')
+
+  def test_missing_dataset_directory(self):
+    missing = os.path.join(self.create_tempdir().full_path, 'no_such_folder')
+    run_dir = self._run_dir()
+    code, lines, _ = run_main(f'--run_dir={run_dir}', '--dataset=fashion_mnist',
+                              f'--data_dir={missing}')
+    self.assert_one_line_error(code, lines, missing, 'dataset-fashion-mnist')
+    self.assertFalse(os.path.exists(run_dir))
+
+  def test_corrupt_image_file(self):
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    root = self.create_tempdir().full_path
+    for split in ('train', 'test'):
+      for cls in ('a', 'b'):
+        os.makedirs(os.path.join(root, split, cls))
+        for i in range(4):
+          pixels = np.full((16, 16, 3), 40 + 100 * (cls == 'b'), np.uint8)
+          tf.io.write_file(os.path.join(root, split, cls, f'{i}.png'), tf.io.encode_png(pixels))
+    bad = os.path.join(root, 'train', 'b', 'broken.jpg')
+    with open(bad, 'wb') as f:
+      f.write(b'\xff\xd8\xff\xe0 not really a jpeg')
+    run_dir = self._run_dir()
+    code, lines, _ = run_main(f'--run_dir={run_dir}', f'--dataset=image_folder:{root}')
+    self.assert_one_line_error(code, lines, 'broken.jpg')
+    self.assertFalse(os.path.exists(run_dir))
+
+  def test_run_folder_of_another_architecture(self):
+    run_dir = self._run_dir()
+    os.makedirs(run_dir)
+    config = {'variant': 'EE_D', 'num_classes': 10, 'width_multiplier': 0.5,
+              'kernel_sizes': [3, 5, 7], 'expand_ratios': [3, 4, 6], 'depths': [2, 3, 4],
+              'dataset': 'fashion_mnist', 'resolutions': [24, 28, 32]}
+    path = os.path.join(run_dir, 'config.json')
+    with open(path, 'w') as f:
+      json.dump(config, f)
+    before = sorted(os.listdir(run_dir))
+    code, lines, _ = run_main(f'--run_dir={run_dir}', '--variant=EE_D', '--width_multiplier=1.0')
+    self.assert_one_line_error(code, lines, 'width_multiplier: run has 0.5, flags ask for 1.0')
+    self.assertEqual(sorted(os.listdir(run_dir)), before)
+    with open(path) as f:
+      self.assertEqual(json.load(f), config)
+
+
+if __name__ == '__main__':
+  absltest.main()
