@@ -6,6 +6,7 @@ multiplier, so the supernet, the extractor and the cost counter cannot disagree.
 """
 
 import dataclasses
+import functools
 from typing import Tuple
 
 BLOCKS_PER_STAGE = 4
@@ -128,6 +129,11 @@ class ArchSpec:
 def build_arch_spec(width_multiplier: float = 1.0,
                     expand_ratios: Tuple[int, ...] = (3, 4, 6)) -> ArchSpec:
   """Derives every layer width of the supernet from the stage table."""
+  return _build_arch_spec(float(width_multiplier), tuple(expand_ratios))
+
+
+@functools.lru_cache(maxsize=64)  # immutable result; cost counting asks for it once per config
+def _build_arch_spec(width_multiplier: float, expand_ratios: Tuple[int, ...]) -> ArchSpec:
   stem = make_divisible(STEM_WIDTH * width_multiplier, 8)
   stage_widths = tuple(make_divisible(s.width * width_multiplier, 8) for s in STAGES)
   blocks = []

@@ -83,10 +83,19 @@ class _GraphCounter:
     self._last_use[ref[0]] = len(self.ops)
 
   def peak(self) -> int:
-    peak = 0
-    for step in range(len(self.ops)):
-      alive = sum(size for tid, size in self._sizes.items()
-                  if self._produced[tid] <= step <= self._last_use[tid])
+    """Largest sum of live tensor sizes over the ops (a sweep over birth/death events)."""
+    steps = len(self.ops)
+    delta = [0] * (steps + 2)
+    for tid, size in self._sizes.items():
+      first = max(self._produced[tid], 0)
+      last = self._last_use[tid]
+      if last < first or first >= steps:
+        continue
+      delta[first] += size
+      delta[last + 1] -= size
+    peak = alive = 0
+    for step in range(steps):
+      alive += delta[step]
       peak = max(peak, alive)
     return peak
 
