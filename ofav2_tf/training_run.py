@@ -216,6 +216,7 @@ class TrainingRun:
     result = {'phase': plan.name, 'index': plan.index, 'steps': plan.steps,
               'subnets_per_step': plan.subnets_per_step, 'lr': plan.lr,
               'teacher': None if self.teacher is None else self.config.teacher,
+              'optimizer_steps': int(optimizer.iterations.numpy()),
               'best_validation': best, 'train_seconds': round(train_seconds, 1),
               'seconds': round(time.time() - started, 1),
               'teacher_fingerprint': _fingerprint(self.teacher)}

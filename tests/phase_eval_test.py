@@ -1,0 +1,55 @@
+"""Evaluation during a run: through the supernet, equal to the extracted model, training stats kept."""
+# bazel: size=large
+
+import numpy as np
+import tensorflow as tf
+
+from ofav2_tf import bn_calibration
+from ofav2_tf import costs
+from ofav2_tf import data
+from ofav2_tf import evaluation
+from ofav2_tf import phase_eval
+from ofav2_tf import phases
+from ofav2_tf import subnet_config as sc
+from tests import testutil
+
+
+class PhaseEvalTest(tf.test.TestCase):
+
+  def test_supernet_evaluation_matches_extraction_and_keeps_training_statistics(self):
+    splits = data.load('fashion_mnist', seed=0)
+    net = testutil.perturbed_supernet('EE_D', num_classes=10, seed=2, width_multiplier=0.25)
+    evaluator = phase_eval.Evaluator(net, splits, calibration_images=128, seed=0,
+                                     validation_images=256, eval_images=256)
+    space = phases.PHASES.get('expand2').space(net.search_space(resolutions=(24, 28)))
+    before = [layer.moving_mean.numpy().copy() for layer in bn_calibration.batch_norm_layers(net)]
+    rng = np.random.default_rng(0)
+    for config in [space.max_config(28), space.min_config(24), space.sample(rng)]:
+      ours = evaluator.evaluate(config, 'test', 256)
+      reference = evaluation.evaluate_subnet(
+          net, config, evaluator.calibration_batches(config.resolution),
+          evaluator._batches(config.resolution, 'test', 256))  # pylint: disable=protected-access
+      self.assertEqual(ours.images, 256)
+      # Same predictions up to float round-off on a borderline image or two.
+      self.assertAllClose(ours.accuracy, reference.accuracy, atol=2.5 / 256, msg=str(config))
+    after = [layer.moving_mean.numpy() for layer in bn_calibration.batch_norm_layers(net)]
+    for a, b in zip(before, after):
+      self.assertAllEqual(a, b)
+    per_exit = evaluator.evaluate(space.max_config(28), 'test', 256, exits='all')
+    self.assertEqual(sorted(per_exit.exit_accuracy), [1, 2, 3, 4, 5])
+    self.assertEqual(per_exit.accuracy, per_exit.exit_accuracy[5])
+
+  def test_thin_grid_keeps_cheapest_and_largest(self):
+    net_space = phases.PHASES.get('expand2').space(
+        sc.SearchSpace.for_variant('SE_B', resolutions=(28,)))
+    grid = evaluation.uniform_grid(net_space, (28,))
+    picked = phase_eval.thin_grid(grid, 3, 'SE_B', 10, 0.5)
+    macs = lambda c: costs.count(c, 'SE_B', 10, 0.5).macs  # noqa: E731
+    self.assertLen(picked, 3)
+    self.assertEqual(min(map(macs, picked)), min(map(macs, grid)))
+    self.assertEqual(max(map(macs, picked)), max(map(macs, grid)))
+    self.assertLen(phase_eval.thin_grid(grid, 0, 'SE_B', 10, 0.5), len(grid))
+
+
+if __name__ == '__main__':
+  tf.test.main()
