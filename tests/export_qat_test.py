@@ -1,9 +1,8 @@
-"""Tests for export.qat: quantization-aware fine-tuning of an extracted sub-network, int8 conversion."""
+"""Tests for export.qat: quantization-aware fine-tuning of an extracted sub-network, to int8."""
 # bazel: size=enormous tags=slow
 
 import numpy as np
 import tensorflow as tf
-import tensorflow_model_optimization as tfmot
 import tf_keras
 from tensorflow_model_optimization.python.core.keras import compat as tfmot_compat
 
@@ -22,7 +21,6 @@ NUM_CLASSES = 4
 # TFLite ops the extraction vocabulary lowers to in an int8 file (see tflite_convert's tests).
 INT8_OPS = {'ADD', 'CONV_2D', 'DEPTHWISE_CONV_2D', 'FULLY_CONNECTED', 'MAX_POOL_2D', 'MEAN',
             'MINIMUM', 'MUL', 'RELU', 'RELU6', 'RESHAPE', 'QUANTIZE', 'DEQUANTIZE'}
-_Q = tfmot.quantization.keras
 
 
 def structured_images(count, seed, offset=0.5):
