@@ -8,6 +8,8 @@ Modules, one job each:
   tflm_runner         runs an int8 .tflite under TFLite Micro in a child process, reports its arena.
   keras_portability   saves a .keras file per Keras generation and proves both load in fresh processes.
   keras3_config       rewrites a tf_keras functional config into one Keras 3 deserializes.
+  qat                 quantization-aware fine-tuning (tfmot, custom quantize configs) and its int8 file.
+  exporter            export_subnet: every deployable file of one sub-network, atomically, checked.
   toy_model           a small early-exit model in the extraction's layer vocabulary, for tests and demos.
   errors              ExportError and its kinds (all OFAError: printed as one line, no traceback).
   atomic_write        temporary name + rename, so no half-written file is ever left behind.

@@ -110,8 +110,9 @@ class TrainingRun:
       return None
     self._load_model(self.folder.best_dir(self.plans[source]))
     max_config = self._space(source).max_config(max(self.config.resolutions))
-    return teacher_lib.extract_teacher(
-        self.supernet, max_config, self.evaluator.calibration_batches(max_config.resolution))
+    with self.strategy.scope():  # a mirrored teacher under a distribution strategy
+      return teacher_lib.extract_teacher(
+          self.supernet, max_config, self.evaluator.calibration_batches(max_config.resolution))
 
   # -- the schedule --------------------------------------------------------------------------------
 
