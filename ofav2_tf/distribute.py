@@ -13,8 +13,15 @@ Build the supernet, the teacher, `SubnetGradients` and `ElasticTrainer` and call
 Semantics of a distributed step (data parallelism, as in OFA's own Horovod training): each replica
 runs every sub-network of the step on its shard of the global batch, with batch-norm statistics of
 that shard; the gradients are averaged over replicas, so with R replicas the update equals the
-mean of R single-device steps on the R shards. BN moving statistics are averaged across replicas
-after every step, so every replica (and a checkpoint) holds the same values.
+mean of R single-device steps on the R shards (tests/distributed_test.py checks exactly that).
+It equals one step on the whole global batch only up to BN's batch statistics, which are
+per-shard (synchronised BN would need collectives inside the supernet's conds and nested
+functions, which MirroredStrategy does not support). BN moving statistics are averaged across
+replicas after every step, so every replica, and a checkpoint, holds the same values.
+
+The trainer's step runs eagerly under a strategy too (see `ElasticTrainer.compile`); the compiled
+gradient functions are traced once per local device (MirroredStrategy keeps one graph per
+device), i.e. once per run on each worker of a multi-worker cluster with one device per worker.
 """
 
 import json

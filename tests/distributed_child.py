@@ -76,19 +76,24 @@ def steps_data(net):
            sampler.arrays(step)) for step in range(STEPS)]
 
 
-def make_trainer(net, gradients, teacher, kd):
+def make_optimizer():
   import tf_keras  # pylint: disable=g-import-not-at-top
+  from ofav2_tf import trainer as trainer_lib  # pylint: disable=g-import-not-at-top
+  schedule = trainer_lib.CosineWithWarmup(LEARNING_RATE, total_steps=STEPS + 1, warmup_steps=1)
+  return tf_keras.optimizers.SGD(schedule, momentum=0.9, nesterov=True)
+
+
+def make_trainer(net, gradients, teacher, kd, optimizer):
   from ofav2_tf import trainer as trainer_lib  # pylint: disable=g-import-not-at-top
   trainer = trainer_lib.ElasticTrainer(net, gradients, teacher=teacher if kd else None,
                                        weight_decay=WEIGHT_DECAY)
-  schedule = trainer_lib.CosineWithWarmup(LEARNING_RATE, total_steps=STEPS + 1, warmup_steps=1)
-  trainer.compile(optimizer=tf_keras.optimizers.SGD(schedule, momentum=0.9, nesterov=True))
+  trainer.compile(optimizer=optimizer)
   return trainer
 
 
 def run_reference(net, teacher, gradients, kd):
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  trainer = make_trainer(net, gradients, teacher, kd)
+  trainer = make_trainer(net, gradients, teacher, kd, make_optimizer())
   trainer.optimizer.build(net.trainable_variables)
   state = list(net.weights) + list(trainer.optimizer.variables)
   shard = GLOBAL_BATCH // REPLICAS
@@ -113,8 +118,10 @@ def run_distributed(strategy, net, teacher, gradients, kd):
   labels = np.stack([d[1] for d in data])
   archs = {key: np.stack([d[2][key] for d in data]) for key in data[0][2]}
   dataset = tf.data.Dataset.from_tensor_slices(((images, labels), archs)).repeat()
+  # The run driver creates the optimizer outside the strategy's scope; cover both ways.
+  optimizer = make_optimizer() if kd else None
   with strategy.scope():
-    trainer = make_trainer(net, gradients, teacher, kd)
+    trainer = make_trainer(net, gradients, teacher, kd, optimizer or make_optimizer())
   # One step per epoch: the step stream must continue across epochs, not restart.
   trainer.fit(dataset, epochs=STEPS, steps_per_epoch=1, verbose=0)
 
