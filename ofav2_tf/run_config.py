@@ -13,13 +13,13 @@ import json
 import math
 from typing import Dict, List, Optional, Sequence, Tuple
 
+from ofav2_tf import checkpoints
 from ofav2_tf import errors
 from ofav2_tf import phases as phases_lib
 from ofav2_tf import variants as variants_lib
 
-# Fields of the architecture; the supernet's constructor arguments that shape its weights.
-ARCHITECTURE_FIELDS = ('variant', 'num_classes', 'width_multiplier', 'kernel_sizes',
-                       'expand_ratios', 'depths')
+# The supernet's constructor arguments that shape its weights (the checkpoints' own list).
+ARCHITECTURE_FIELDS = checkpoints.ARCHITECTURE_FIELDS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -167,12 +167,8 @@ class RunConfig:
       raise errors.ConfigError('--resolutions is empty')
     for name in ('phase_epochs', 'phase_steps', 'phase_lr'):
       for phase in getattr(self, name):
-        phases_lib.PHASES.get(phase)
-    names = [p.name for p in self.schedule()]
-    for name in ('phase_epochs', 'phase_steps', 'phase_lr'):
-      extra = sorted(set(getattr(self, name)) - set(phases_lib.PHASES.names()))
-      if extra:
-        raise errors.ConfigError(f'--{name}: unknown phases {extra}; valid: {names}')
+        phases_lib.PHASES.get(phase)  # unknown names list the valid ones
+    self.schedule()
     bad = [r for r in self.eval_resolutions if r not in self.resolutions]
     if bad:
       raise errors.ConfigError(
