@@ -10,7 +10,8 @@ teacher's target as tensors) and `SubnetGradients.all_exits` (the early-exit ful
 traced once per run (once per local device under a `MirroredStrategy`, which places a copy of the
 graph on every device), however many phases, sub-networks and resolutions follow; `train_step`
 itself runs eagerly (`compile` defaults to `run_eagerly=True`) and only loops over the n
-sub-networks.
+sub-networks, then hands their gradients to one traced update (sum, weight decay, SGD) per
+trainer.
 
 Distribution (`ofav2_tf.distribute`): build everything and compile inside `strategy.scope()`.
 `fit` gives every replica its shard of the global batch and the full arch arrays of the step;
@@ -172,6 +173,7 @@ class ElasticTrainer(tf_keras.Model):
     self.loss_tracker = tf_keras.metrics.Mean(name='loss')
     self.accuracy = tf_keras.metrics.SparseCategoricalAccuracy(name='accuracy')
     self._teacher_fn = tf.function(lambda x: teacher(x, training=False)) if teacher else None
+    self._compiled_update = None
 
   @property
   def metrics(self):
@@ -210,7 +212,7 @@ class ElasticTrainer(tf_keras.Model):
     replicas = replica.num_replicas_in_sync if replica is not None else 1
     if replicas > 1:
       self._check_same_archs(replica, archs)
-    total = None
+    per_subnet = []
     target = None if self.all_exits_loss else self.teacher_target(images)
     for i in range(n):
       arch = {key: value[i] for key, value in archs.items()}
@@ -219,10 +221,28 @@ class ElasticTrainer(tf_keras.Model):
       else:
         loss, logits, grads = self.gradients.elastic(images, labels, arch, target,
                                                      tf.constant(self.kd_weight))
-      total = grads if total is None else [a + b for a, b in zip(total, grads)]
+      per_subnet.append(grads)
       self.loss_tracker.update_state(loss)
       self.accuracy.update_state(labels, logits)
+    if replicas > 1:
+      self._apply_update(per_subnet, replicas)
+      self._average_statistics(replica)
+    else:
+      if self._compiled_update is None:
+        self._compiled_update = tf.function(self._apply_update, autograph=False)
+      self._compiled_update(per_subnet, 1)
+    return {m.name: m.result() for m in self.metrics}
+
+  def _apply_update(self, per_subnet, replicas: int):
+    """Sums the sub-networks' gradients, adds weight decay and applies one update.
+
+    On one replica this runs as one traced function per trainer: eagerly, the ~300 variables'
+    decay and SGD updates were one Python-dispatched op each, about 1.5 s per step for EE_D
+    against 0.2 s traced (measured). Under a distribution strategy it stays eager, where the
+    optimizer's cross-replica merge is well defined.
+    """
     variables = self.supernet.trainable_variables
+    total = [tf.add_n(list(grads)) for grads in zip(*per_subnet)]
     if self.weight_decay:
       total = [g + self.weight_decay * v if decay else g
                for g, v, decay in zip(total, variables, self._decay_mask)]
@@ -231,9 +251,6 @@ class ElasticTrainer(tf_keras.Model):
       # divide, so the update is the mean over the global batch and weight decay counts once.
       total = [g / replicas for g in total]
     self.optimizer.apply_gradients(zip(total, variables))
-    if replicas > 1:
-      self._average_statistics(replica)
-    return {m.name: m.result() for m in self.metrics}
 
   def _check_same_archs(self, replica, archs):
     """Fails the step if replicas were given different sub-networks (workers out of step)."""
