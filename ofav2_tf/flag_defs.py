@@ -20,6 +20,7 @@ FLAGS = flags.FLAGS
 TEACHER_MODES = ('pet', 'fixed', 'none')
 DISTRIBUTIONS = ('default', 'mirrored', 'multi_worker')
 EVAL_SPLITS = ('validation', 'test')
+LATENCY_DTYPES = ('float32', 'int8')
 
 
 def _positive_ints(values) -> bool:
@@ -76,7 +77,8 @@ def define_flags() -> None:
 
   # What to do and where.
   flags.DEFINE_string('mode', 'train',
-                      'What to run: train, evaluate (more modes register themselves in main).')
+                      'What to run: train, evaluate, profile, search, export, benchmark, report, or all '
+                      '(train, search, export, benchmark and report in turn).')
   flags.DEFINE_string('run_dir', None,
                       'Run folder: resolved flags, logs, TensorBoard events, checkpoints, metrics. '
                       'Starting the same command again resumes the run in it.')
@@ -161,6 +163,58 @@ def define_flags() -> None:
                       'last completed one).')
   flags.DEFINE_list('subnets', None, 'evaluate mode: sub-network strings to evaluate instead of '
                     'the uniform grid.')
+
+  # Latency table (profile mode; the search's latency objective).
+  flags.DEFINE_string('latency_table', None,
+                      'Latency lookup table: written by --mode=profile, read by the search when a '
+                      'latency objective or budget is used (default <run_dir>/latency/'
+                      'latency_table.json).')
+  flags.DEFINE_integer('latency_threads', 1, 'LiteRT CPU threads of the latency table.',
+                       lower_bound=1)
+  flags.DEFINE_enum('latency_dtype', 'int8', LATENCY_DTYPES,
+                    'Block models timed for the latency table (int8 is what ships).')
+  flags.DEFINE_integer('latency_runs', 30, 'Timed invokes per block model.', lower_bound=1)
+  flags.DEFINE_integer('latency_check_subnets', 20,
+                       'Random sub-networks measured whole to report the table\'s error; 0 skips.',
+                       lower_bound=0)
+
+  # Search.
+  flags.DEFINE_integer('predictor_samples', 200,
+                       'Random sub-networks evaluated on validation (after BN re-calibration) for '
+                       'the accuracy predictor, besides the uniform grid; cached in the run folder.',
+                       lower_bound=10)
+  flags.DEFINE_list('objectives', ['macs'],
+                    'Costs the search minimises next to maximising accuracy: macs, params, '
+                    'peak_activation, flash, arena, latency.')
+  flags.DEFINE_list('budgets', None,
+                    'Hard limits, e.g. flash<=262144,arena<=65536,macs<=2e6 (bytes, MACs, ms).')
+  flags.DEFINE_integer('population', 100, 'NSGA-II population.', lower_bound=4)
+  flags.DEFINE_integer('generations', 100, 'NSGA-II generations.', lower_bound=1)
+  flags.DEFINE_integer('baseline_generations', 100,
+                       "Generations of OFA's single-objective evolution (the baseline).",
+                       lower_bound=1)
+  flags.DEFINE_integer('reevaluate', 8,
+                       'Pareto sub-networks (spread over the first objective) measured on the '
+                       'validation and test sets after the search.', lower_bound=1)
+
+  # Export and benchmark.
+  flags.DEFINE_string('export_subnet', None,
+                      'Sub-network to export: a config string, or "pareto:<i>" (the i-th of the '
+                      'saved Pareto front); default the most accurate Pareto sub-network (measured '
+                      'accuracy) within the budgets.')
+  flags.DEFINE_integer('representative_images', 300,
+                       'Training images calibrating int8 quantization.', lower_bound=1)
+  flags.DEFINE_integer('qat_steps', 0,
+                       'Quantization-aware fine-tuning steps before the extra QAT int8 file; 0 '
+                       'skips QAT.', lower_bound=0)
+  flags.DEFINE_integer('tflm_arena_bytes', 0,
+                       'TFLite Micro arena for the device checks; 0 finds the smallest that works.',
+                       lower_bound=0)
+  flags.DEFINE_integer('benchmark_images', 1000,
+                       'Test images for the accuracy of each exported file and the early-exit '
+                       'threshold sweep.', lower_bound=1)
+  flags.DEFINE_integer('benchmark_runs', 50, 'Timed LiteRT invokes per file and thread count.',
+                       lower_bound=1)
 
   # Execution.
   flags.DEFINE_enum('distribution', 'default', DISTRIBUTIONS,

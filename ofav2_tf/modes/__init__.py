@@ -14,6 +14,12 @@ MODES = registry.Registry('mode')
 MODE_MODULES = (
     'ofav2_tf.modes.train',
     'ofav2_tf.modes.evaluate',
+    'ofav2_tf.modes.profile',
+    'ofav2_tf.modes.search',
+    'ofav2_tf.modes.export',
+    'ofav2_tf.modes.benchmark',
+    'ofav2_tf.modes.report',
+    'ofav2_tf.modes.run_all',
 )
 
 

@@ -1,7 +1,13 @@
-"""What several modes share: the dataset and the resolved `RunConfig` from the parsed flags."""
+"""What several modes share: the dataset, the resolved `RunConfig`, and a trained run's supernet."""
+
+import dataclasses
+import os
+from typing import Optional
 
 from ofav2_tf import data
+from ofav2_tf import errors
 from ofav2_tf import run_config as run_config_lib
+from ofav2_tf import run_folder as run_folder_lib
 
 # Flags that describe how to evaluate, which `evaluate` may change for an existing run.
 EVAL_FLAGS = ('eval_resolutions', 'eval_max_subnets', 'eval_images', 'calibration_images',
@@ -46,3 +52,90 @@ def resolve(config: run_config_lib.RunConfig, splits) -> run_config_lib.RunConfi
   if not config.eval_resolutions:
     config.eval_resolutions = tuple(sorted({min(config.resolutions), max(config.resolutions)}))
   return config.validate()
+
+
+def trained_plan(config: run_config_lib.RunConfig, folder: run_folder_lib.RunFolder,
+                 train_size: int, phase_name: Optional[str] = None):
+  """The `PhasePlan` of phase `phase_name` (default: the last one with a best checkpoint).
+
+  Raises:
+    ConfigError: the run has no trained phase, or `phase_name` has no best checkpoint.
+  """
+  plans = config.plan(train_size)
+  done = [p for p in plans if folder.has_best(p)]
+  if not done:
+    raise errors.ConfigError(f'run {folder.path} has no trained phase yet (no best checkpoint); '
+                             'train it first with --mode=train')
+  if phase_name is None:
+    return done[-1]
+  for plan in done:
+    if plan.name == phase_name:
+      return plan
+  raise errors.ConfigError(f'--phase={phase_name}: run {folder.path} has best checkpoints for '
+                           f'phases {", ".join(p.name for p in done)}')
+
+
+@dataclasses.dataclass
+class TrainedRun:
+  """A run folder's supernet restored from a phase's best checkpoint, with its data and space.
+
+  Attributes:
+    folder: The run folder.
+    config: Its `RunConfig` (from config.json).
+    splits: The dataset splits.
+    plan: The phase whose best checkpoint was restored.
+    supernet: The restored `OFASupernet`.
+    space: The phase's search space (the sub-networks it trained) at the run's resolutions.
+  """
+  folder: run_folder_lib.RunFolder
+  config: run_config_lib.RunConfig
+  splits: object
+  plan: object
+  supernet: object
+  space: object
+
+
+def open_run_folder(run_dir: Optional[str]) -> run_folder_lib.RunFolder:
+  """The existing run folder `run_dir` (ConfigError when it is missing or holds no run)."""
+  if not run_dir:
+    raise errors.ConfigError('--run_dir is required: the folder of a run made with --mode=train')
+  if not os.path.isfile(os.path.join(run_dir, 'config.json')):
+    raise errors.ConfigError(f'--run_dir={run_dir} holds no run (no config.json); train one with '
+                             '--mode=train --run_dir=' + run_dir)
+  return run_folder_lib.RunFolder(run_dir)
+
+
+def eval_overrides(flag_values) -> dict:
+  """The evaluation flags given on the command line, as RunConfig field values."""
+  overrides = {}
+  for name in EVAL_FLAGS:
+    if flag_values[name].present:
+      value = flag_values[name].value
+      overrides[name] = tuple(int(v) for v in value) if isinstance(value, list) else value
+  return overrides
+
+
+def load_trained_run(run_dir: Optional[str], phase_name: Optional[str] = None,
+                     overrides: Optional[dict] = None) -> TrainedRun:
+  """Restores a run's supernet from the best checkpoint of `phase_name` (default the last).
+
+  Args:
+    run_dir: The run folder.
+    phase_name: The phase whose best checkpoint to restore.
+    overrides: RunConfig fields to change (evaluation settings only, see `eval_overrides`).
+  """
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from ofav2_tf import supernet as supernet_lib  # pylint: disable=g-import-not-at-top
+  folder = open_run_folder(run_dir)
+  config = folder.load_config()
+  for name, value in (overrides or {}).items():
+    setattr(config, name, value)
+  splits = load_dataset(config)
+  config.validate()
+  plan = trained_plan(config, folder, splits.train_size, phase_name)
+  net = supernet_lib.build_supernet(config.variant, config.num_classes,
+                                    **config.supernet_kwargs())
+  tf.train.Checkpoint(model=net).read(folder.checkpoint_prefix(folder.best_dir(plan))) \
+      .expect_partial().assert_existing_objects_matched()
+  space = config.schedule()[plan.index].space(net.search_space(resolutions=config.resolutions))
+  return TrainedRun(folder, config, splits, plan, net, space)

@@ -1,0 +1,1 @@
+"""Mode 'benchmark' (being written)."""

@@ -1,0 +1,1 @@
+"""Mode 'profile' (being written)."""

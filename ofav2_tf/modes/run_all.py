@@ -1,0 +1,1 @@
+"""Mode 'run_all' (being written)."""
