@@ -95,6 +95,18 @@ class TrainedRun:
   space: object
 
 
+def phase_space(config: run_config_lib.RunConfig, phase_name: str):
+  """The sub-networks phase `phase_name` of the run trains, at the run's resolutions."""
+  from ofav2_tf import subnet_config as sc  # pylint: disable=g-import-not-at-top
+  full = sc.SearchSpace.for_variant(config.variant, config.resolutions, config.kernel_sizes,
+                                    config.expand_ratios, config.depths)
+  for phase in config.schedule():
+    if phase.name == phase_name:
+      return phase.space(full)
+  raise errors.ConfigError(f'phase {phase_name!r} is not in the run\'s schedule '
+                           f'{",".join(p.name for p in config.schedule())}')
+
+
 def open_run_folder(run_dir: Optional[str]) -> run_folder_lib.RunFolder:
   """The existing run folder `run_dir` (ConfigError when it is missing or holds no run)."""
   if not run_dir:
@@ -137,5 +149,5 @@ def load_trained_run(run_dir: Optional[str], phase_name: Optional[str] = None,
                                     **config.supernet_kwargs())
   tf.train.Checkpoint(model=net).read(folder.checkpoint_prefix(folder.best_dir(plan))) \
       .expect_partial().assert_existing_objects_matched()
-  space = config.schedule()[plan.index].space(net.search_space(resolutions=config.resolutions))
+  space = phase_space(config, plan.name)
   return TrainedRun(folder, config, splits, plan, net, space)

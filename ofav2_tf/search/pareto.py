@@ -32,8 +32,11 @@ class Candidate:
     config: The sub-network.
     predicted_accuracy: The predictor's accuracy.
     costs: {objective name: cost}.
-    measured_accuracy: Accuracy measured after the search (None until then).
+    measured_accuracy: Accuracy measured after the search, on the split the choice is made on
+      (validation; None until then).
     label: What it is ('pareto', 'uniform', 'evolution', ...).
+    test_accuracy: Accuracy on the test split, measured for the report only (never used to
+      choose).
   """
 
   config: sc.SubnetConfig
@@ -41,6 +44,7 @@ class Candidate:
   costs: Dict[str, float]
   measured_accuracy: Optional[float] = None
   label: str = ''
+  test_accuracy: Optional[float] = None
 
   @property
   def accuracy(self) -> float:
@@ -52,14 +56,16 @@ class Candidate:
             'predicted_accuracy': float(self.predicted_accuracy),
             'measured_accuracy': (None if self.measured_accuracy is None
                                   else float(self.measured_accuracy)),
-            'costs': {k: float(v) for k, v in self.costs.items()}, 'label': self.label}
+            'costs': {k: float(v) for k, v in self.costs.items()}, 'label': self.label,
+            'test_accuracy': None if self.test_accuracy is None else float(self.test_accuracy)}
 
   @classmethod
   def from_dict(cls, data: dict) -> 'Candidate':
     return cls(config=sc.SubnetConfig.from_dict(data['config_dict']),
                predicted_accuracy=float(data['predicted_accuracy']),
                costs={k: float(v) for k, v in data['costs'].items()},
-               measured_accuracy=data.get('measured_accuracy'), label=data.get('label', ''))
+               measured_accuracy=data.get('measured_accuracy'), label=data.get('label', ''),
+               test_accuracy=data.get('test_accuracy'))
 
 
 def make_candidates(configs: Sequence[sc.SubnetConfig], accuracy, context, names: Sequence[str],
@@ -114,8 +120,9 @@ class ParetoResult:
     """Every candidate of the result (front, uniform, baseline)."""
     return self.front + self.uniform + ([self.baseline] if self.baseline else [])
 
-  def set_measured(self, config: sc.SubnetConfig, accuracy: float) -> int:
-    """Records a measured accuracy on every candidate that is `config`'s network; returns how many.
+  def set_measured(self, config: sc.SubnetConfig, accuracy: float,
+                   test_accuracy: Optional[float] = None) -> int:
+    """Records measured accuracies on every candidate that is `config`'s network; returns how many.
 
     Raises:
       ConfigError: no candidate is that network.
@@ -126,6 +133,8 @@ class ParetoResult:
       raise errors.ConfigError(f'sub-network {config.to_string()} is not in the search result')
     for candidate in hits:
       candidate.measured_accuracy = float(accuracy)
+      if test_accuracy is not None:
+        candidate.test_accuracy = float(test_accuracy)
     return len(hits)
 
   def to_dict(self) -> dict:
