@@ -151,7 +151,11 @@ def define_flags() -> None:
   flags.DEFINE_integer('eval_max_subnets', 0,
                        'Evaluate at most this many uniform sub-networks per phase, evenly spread '
                        'over the grid (max and min included); 0 = the whole grid.', lower_bound=0)
-  flags.DEFINE_integer('eval_images', 0, 'Test images per sub-network; 0 = the whole split.',
+  flags.DEFINE_integer('final_eval_images', 0,
+                       'Test images per sub-network in the evaluation of the run\'s last phase '
+                       '(the figure a run is judged by); 0 = the whole split.', lower_bound=0)
+  flags.DEFINE_integer('eval_images', 0, 'Test images per sub-network in the evaluation after each '
+                       'phase but the last; 0 = the whole split.',
                        lower_bound=0)
   flags.DEFINE_integer('calibration_images', 2000,
                        'Training images for BN re-calibration of each evaluated sub-network.',

@@ -130,14 +130,18 @@ class Evaluator:
     return self.evaluate(config, 'validation', self.validation_images).accuracy
 
   def evaluate_phase(self, space: sc.SearchSpace, resolutions: Sequence[int],
-                     max_subnets: int, progress=None) -> dict:
-    """The paper's uniform grid (thinned) and, for early exits, per-exit accuracy."""
+                     max_subnets: int, progress=None, images: Optional[int] = None) -> dict:
+    """The paper's uniform grid (thinned) and, for early exits, per-exit accuracy.
+
+    `images` overrides the evaluator's `eval_images` (0 = the whole split).
+    """
+    images = self.eval_images if images is None else images
     grid = evaluation.uniform_grid(space, resolutions)
     net = self.supernet
     grid = thin_grid(grid, max_subnets, net.variant, net.num_classes, net.width_multiplier)
     rows = []
     for i, config in enumerate(grid):
-      result = self.evaluate(config, self.eval_split, self.eval_images)
+      result = self.evaluate(config, self.eval_split, images)
       report = costs.count(config, net.variant, net.num_classes, net.width_multiplier)
       rows.append({'config': config.to_string(), 'label': uniform_label(config), 'accuracy': result.accuracy,
                    'macs': report.macs, 'params': report.params, 'images': result.images})
@@ -152,6 +156,6 @@ class Evaluator:
     if net.variant.early_exits:
       config = space.max_config(max(resolutions))
       result = self.evaluate(config.replace(exit=max(space.exits)), self.eval_split,
-                             self.eval_images, exits='all')
+                             images, exits='all')
       summary['exit_accuracy'] = {str(k): v for k, v in result.exit_accuracy.items()}
     return summary

@@ -79,6 +79,7 @@ class RunConfig:
   eval_resolutions: Tuple[int, ...] = ()
   eval_max_subnets: int = 0
   eval_images: int = 0
+  final_eval_images: int = 0
   calibration_images: int = 2000
   eval_split: str = 'test'
   # Execution (not part of what a run *is*: a run may resume on another machine).

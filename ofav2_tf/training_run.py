@@ -213,7 +213,9 @@ class TrainingRun:
     self._load_model(self.folder.best_dir(plan))
     evaluation = self.evaluator.evaluate_phase(
         space, self.config.eval_resolutions, self.config.eval_max_subnets,
-        progress=self.folder.log)
+        progress=self.folder.log,
+        images=(self.config.final_eval_images if plan.index == len(self.plans) - 1
+                else self.config.eval_images))
     result = {'phase': plan.name, 'index': plan.index, 'steps': plan.steps,
               'subnets_per_step': plan.subnets_per_step, 'lr': plan.lr,
               'teacher': None if self.teacher is None else self.config.teacher,

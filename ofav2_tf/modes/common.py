@@ -10,7 +10,8 @@ from ofav2_tf import run_config as run_config_lib
 from ofav2_tf import run_folder as run_folder_lib
 
 # Flags that describe how to evaluate, which `evaluate` may change for an existing run.
-EVAL_FLAGS = ('eval_resolutions', 'eval_max_subnets', 'eval_images', 'calibration_images',
+EVAL_FLAGS = ('eval_resolutions', 'eval_max_subnets', 'eval_images', 'final_eval_images',
+              'calibration_images',
               'eval_split', 'validation_images')
 
 
@@ -40,6 +41,7 @@ def config_from_flags(flag_values) -> run_config_lib.RunConfig:
       kd_weight=f.kd_weight, checkpoint_every_steps=f.checkpoint_every_steps,
       validation_images=f.validation_images, eval_resolutions=ints(f.eval_resolutions),
       eval_max_subnets=f.eval_max_subnets, eval_images=f.eval_images,
+      final_eval_images=f.final_eval_images,
       calibration_images=f.calibration_images, eval_split=f.eval_split,
       distribution=f.distribution, verbose=f.verbose)
 

@@ -180,7 +180,11 @@ def plot(result: ParetoResult, path, cost_names: Optional[Sequence[str]] = None,
          title: Optional[str] = None) -> str:
   """Accuracy against each cost (one panel per cost), written atomically to `path` (.png, .svg).
 
-  Measured accuracies are drawn where known, predicted ones otherwise (hollow markers).
+  A front over several costs is not monotone against any one of them, so each panel draws every
+  front member as a small predicted point and the line is that panel's own staircase (the members
+  no other beats on both this cost and predicted accuracy). Measured accuracies are filled markers
+  joined to their prediction by a thin line, so the predictor's error is visible; uniform
+  sub-networks and the baseline show their measured accuracy where known, hollow otherwise.
   """
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use('Agg', force=False)
@@ -195,22 +199,43 @@ def plot(result: ParetoResult, path, cost_names: Optional[Sequence[str]] = None,
   fig, axes = plt.subplots(1, len(names), figsize=(5 * len(names), 4), squeeze=False)
   for ax, name in zip(axes[0], names):
     unit = objectives_lib.get_objective(name).unit
-    front = sorted(result.front, key=lambda c: c.costs[name])
+    front = sorted(result.front, key=lambda c: (c.costs[name], -c.predicted_accuracy))
     if front:
-      ax.plot([c.costs[name] for c in front], [c.accuracy for c in front], '-o', ms=4,
-              label='Pareto front', color='tab:blue')
-    if result.uniform:
-      ax.scatter([c.costs[name] for c in result.uniform], [c.accuracy for c in result.uniform],
-                 marker='x', color='tab:gray', label='uniform sub-networks')
-    if result.baseline is not None:
-      ax.scatter([result.baseline.costs[name]], [result.baseline.accuracy], marker='*', s=180,
-                 color='tab:red', zorder=5, label='evolution baseline')
+      ax.scatter([c.costs[name] for c in front], [c.predicted_accuracy for c in front], s=10,
+                 color='tab:blue', alpha=0.5, label='Pareto set (predicted)')
+      stairs, best = [], -1.0
+      for c in front:
+        if c.predicted_accuracy > best:
+          stairs.append(c)
+          best = c.predicted_accuracy
+      ax.step([c.costs[name] for c in stairs], [c.predicted_accuracy for c in stairs],
+              where='post', color='tab:blue', lw=1)
+      measured = [c for c in front if c.measured_accuracy is not None]
+      for c in measured:
+        ax.plot([c.costs[name]] * 2, [c.predicted_accuracy, c.measured_accuracy],
+                color='tab:blue', lw=0.8, alpha=0.6)
+      if measured:
+        ax.scatter([c.costs[name] for c in measured], [c.measured_accuracy for c in measured],
+                   s=30, color='tab:blue', zorder=4, label='Pareto, measured (validation)')
+    for group, style in ((result.uniform, dict(marker='x', s=30, color='tab:gray',
+                                               label='uniform sub-networks')),
+                         ([result.baseline] if result.baseline else [],
+                          dict(marker='*', s=180, color='tab:red', zorder=5,
+                               label='evolution baseline'))):
+      known = [c for c in group if c.measured_accuracy is not None]
+      guessed = [c for c in group if c.measured_accuracy is None]
+      if known:
+        ax.scatter([c.costs[name] for c in known], [c.measured_accuracy for c in known], **style)
+      if guessed:
+        hollow = dict(style, label=style['label'] + ' (predicted)', alpha=0.35)
+        ax.scatter([c.costs[name] for c in guessed], [c.predicted_accuracy for c in guessed],
+                   **hollow)
     if name in result.budgets:
       ax.axvline(result.budgets[name], color='tab:red', ls='--', lw=1, label=f'budget ({name})')
     ax.set_xlabel(f'{name} ({unit})')
     ax.set_ylabel('accuracy')
     ax.grid(alpha=0.3)
-  axes[0][0].legend(loc='lower right', fontsize=8)
+  axes[0][0].legend(loc='lower right', fontsize=7)
   measured = any(c.measured_accuracy is not None for c in result.candidates())
   fig.suptitle(title or f'{result.variant}: {"measured" if measured else "predicted"} accuracy '
                'against cost')
