@@ -14,7 +14,8 @@ supernet + sub-network choice (extracted here) or an already extracted model, it
                                      (segments), and the multi-output file unless
                                      <name>_int8.tflite already is it (a multi-exit model);
   export_summary.json                what was written (paths relative to the folder, sizes, op
-                                     sets, deployment checks) and every equivalence check's figures.
+                                     sets, deployment checks), every equivalence check's figures,
+                                     and the caller's `metadata` (e.g. why this sub-network).
 
 Each transform is checked against the float Keras model on the same images: the SavedModel and the
 float TFLite file must match it (relative error, by default at most 1e-4 of the output's largest
@@ -47,6 +48,7 @@ from export import segments
 from export import tflite_convert
 from export import tflite_inspect
 from export import tflm_runner
+from export.errors import ArenaTooSmallError
 from export.errors import ExportError
 from ofav2_tf import extraction
 from ofav2_tf import supernet as supernet_lib
@@ -173,8 +175,8 @@ def _tensor_summary(tensor, name):
   return entry
 
 
-def _tflite_summary(path, root, tflm_arena=False):
-  """Size, op set and the deployment checks of one .tflite file."""
+def _tflite_summary(path, root, tflm_arena=False, arena_bytes=0):
+  """Size, op set and the deployment checks of one .tflite file (TFLM run if `tflm_arena`)."""
   info = tflite_inspect.inspect_tflite(path)
   entry = {'path': os.path.relpath(path, root), 'size_bytes': info.size_bytes,
            'ops': dict(info.op_counts), 'builtin_only': info.builtin_only,
@@ -188,20 +190,32 @@ def _tflite_summary(path, root, tflm_arena=False):
     except ExportError as e:
       entry[key] = str(e).replace(root + os.sep, '')
   if tflm_arena and entry['tflm_runnable'] is True:
-    entry.update(_tflm_arena(path, info))
+    entry.update(_tflm_arena(path, info, root, arena_bytes))
   return entry
 
 
-def _tflm_arena(path, info):
-  """Runs an int8 file once under TFLite Micro: its arena, and its match with LiteRT's reference."""
+def _tflm_arena(path, info, root, arena_bytes=0):
+  """Runs an int8 file once under TFLite Micro: its arena, and its match with LiteRT's reference.
+
+  With `arena_bytes` the file must run in that arena, as on the device it is meant for; otherwise
+  the default (generous) arena is given and only the smallest working size is measured.
+  """
   rng = np.random.default_rng(0)
   inputs = [rng.integers(-128, 128, t.shape).astype(np.int8) for t in info.inputs]
-  result = tflm_runner.run_tflm(path, inputs, find_min_arena=True)
+  try:
+    result = tflm_runner.run_tflm(path, inputs, arena_size=arena_bytes or
+                                  tflm_runner.DEFAULT_ARENA_BYTES, find_min_arena=True)
+  except ArenaTooSmallError as e:
+    # The temporary folder is gone by the time the caller reads this: name the file as exported.
+    raise ArenaTooSmallError(str(e).replace(root + os.sep, '')) from None
   expected = litert_runner.LiteRTModel(path, reference_kernels=True).run_raw(inputs)
   diff = max(int(np.max(np.abs(a.astype(np.int32) - b.astype(np.int32))))
              for a, b in zip(result.outputs, expected))
-  return {'tflm_arena_bytes': int(result.arena_min_bytes),
-          'tflm_arena_used_bytes': int(result.arena_used_bytes), 'tflm_max_step_diff': diff}
+  entry = {'tflm_arena_bytes': int(result.arena_min_bytes),
+           'tflm_arena_used_bytes': int(result.arena_used_bytes), 'tflm_max_step_diff': diff}
+  if arena_bytes:
+    entry['tflm_arena_checked_bytes'] = int(arena_bytes)
+  return entry
 
 
 def _dir_size(path):
@@ -250,7 +264,8 @@ def export_subnet(source, out_dir, representative_images, *, config=None,
                   qat: Optional[QATOptions] = None, early_exit: bool = True,
                   check_images=None, check_tflm: bool = True,
                   max_samples: int = tflite_convert.DEFAULT_CALIBRATION_SAMPLES,
-                  float_rtol: float = DEFAULT_FLOAT_RTOL, overwrite: bool = False) -> ExportResult:
+                  float_rtol: float = DEFAULT_FLOAT_RTOL, overwrite: bool = False,
+                  tflm_arena_bytes: int = 0, metadata: Optional[dict] = None) -> ExportResult:
   """Exports a sub-network as Keras, SavedModel, float and int8 TFLite files, with a summary.
 
   Args:
@@ -273,6 +288,12 @@ def export_subnet(source, out_dir, representative_images, *, config=None,
     max_samples: calibration images used.
     float_rtol: allowed relative error of the SavedModel and float TFLite outputs.
     overwrite: replace an existing export in `out_dir`.
+    tflm_arena_bytes: the TFLite Micro arena of the target device: every int8 file checked under
+      TFLite Micro (the main and QAT files, the early-exit segments) must run in it, else
+      ArenaTooSmallError (naming the size needed) and nothing is written; 0 only measures the
+      smallest arena each file needs.
+    metadata: JSON-serialisable facts stored as the summary's 'metadata' (e.g. how the
+      sub-network was chosen), so they travel inside the atomically published folder.
 
   Returns:
     An `ExportResult`.
@@ -280,9 +301,23 @@ def export_subnet(source, out_dir, representative_images, *, config=None,
   Raises:
     ExportError: bad arguments, a model outside the export vocabulary, a failed equivalence or
       portability check; `out_dir` is then left as it was.
+    ArenaTooSmallError: a file does not run in `tflm_arena_bytes`.
   """
   if not float_rtol >= 0:
     raise ExportError(f'float_rtol={float_rtol}; expected a relative tolerance >= 0, e.g. 1e-4')
+  if (isinstance(tflm_arena_bytes, bool) or not isinstance(tflm_arena_bytes, (int, np.integer))
+      or tflm_arena_bytes < 0):
+    raise ExportError(f'tflm_arena_bytes={tflm_arena_bytes!r}; expected a number of bytes >= 0 '
+                      '(0 measures the smallest arena)')
+  if tflm_arena_bytes and not check_tflm:
+    raise ExportError(f'tflm_arena_bytes={tflm_arena_bytes} is checked by running TFLite Micro; '
+                      'pass check_tflm=True or leave tflm_arena_bytes at 0')
+  if metadata is not None:
+    try:
+      metadata = json.loads(json.dumps(metadata))
+    except (TypeError, ValueError) as e:
+      raise ExportError(f'metadata must be JSON-serialisable (numbers, strings, lists, dicts): '
+                        f'{e}') from None
   model, supernet = _resolve_model(source, config, exits)
   keras_portability.check_vocabulary(model)
   dims = tuple(model.inputs[0].shape[1:])
@@ -299,7 +334,10 @@ def export_subnet(source, out_dir, representative_images, *, config=None,
   out_dir, tmp = _prepare_out_dir(out_dir, overwrite)
   try:
     summary, qat_model = _write_all(model, supernet, config, tmp, samples, check, name, qat,
-                                    early_exit, check_tflm, max_samples, float_rtol)
+                                    early_exit, check_tflm, max_samples, float_rtol,
+                                    int(tflm_arena_bytes))
+    if metadata is not None:
+      summary['metadata'] = metadata
     summary_path = atomic_write.write_text(os.path.join(tmp, SUMMARY_NAME),
                                            json.dumps(summary, indent=2) + '\n')
     _publish(tmp, out_dir)
@@ -311,7 +349,7 @@ def export_subnet(source, out_dir, representative_images, *, config=None,
 
 
 def _write_all(model, supernet, config, root, samples, check, name, qat_options, early_exit,
-               check_tflm, max_samples, float_rtol):
+               check_tflm, max_samples, float_rtol, arena_bytes):
   """Writes every file into `root` (the temporary folder) and returns (summary, QAT model)."""
   files, checks = {}, {}
   want = _keras_outputs(model, check)
@@ -333,7 +371,8 @@ def _write_all(model, supernet, config, root, samples, check, name, qat_options,
 
   path = os.path.join(root, f'{name}_int8.tflite')
   tflite_convert.convert_int8(model, samples, path, max_samples=max_samples)
-  files['int8_tflite'] = _tflite_summary(path, root, tflm_arena=check_tflm)
+  files['int8_tflite'] = _tflite_summary(path, root, tflm_arena=check_tflm,
+                                         arena_bytes=arena_bytes)
   checks['int8_tflite'] = {'vs_float': _agreement(_tflite_outputs(path, check), want)}
 
   qat_model = None
@@ -345,7 +384,8 @@ def _write_all(model, supernet, config, root, samples, check, name, qat_options,
     qat_model = result.model
     path = os.path.join(root, f'{name}_qat_int8.tflite')
     qat_lib.convert_qat_int8(qat_model, samples, path, max_samples=max_samples)
-    files['qat_int8_tflite'] = _tflite_summary(path, root, tflm_arena=check_tflm)
+    files['qat_int8_tflite'] = _tflite_summary(path, root, tflm_arena=check_tflm,
+                                               arena_bytes=arena_bytes)
     got = _tflite_outputs(path, check)
     simulated = dict(zip(model.output_names, qat_lib.predict(qat_model, check)))
     checks['qat_int8_tflite'] = {
@@ -354,7 +394,7 @@ def _write_all(model, supernet, config, root, samples, check, name, qat_options,
         'vs_float': _agreement(got, want), 'vs_qat_model': _agreement(got, simulated)}
 
   ee = _write_early_exit(model, supernet, config, root, samples, early_exit, check_tflm,
-                         max_samples, files['int8_tflite']['path'])
+                         max_samples, files['int8_tflite']['path'], arena_bytes)
   if ee is not None:
     files['early_exit'] = ee
 
@@ -382,8 +422,12 @@ def _write_all(model, supernet, config, root, samples, check, name, qat_options,
 
 
 def _write_early_exit(model, supernet, config, root, samples, early_exit, check_tflm,
-                      max_samples, main_int8):
-  """Early-exit segment files via export.segments; None (or why not) when not applicable."""
+                      max_samples, main_int8, arena_bytes=0):
+  """Early-exit segment files via export.segments; None (or why not) when not applicable.
+
+  The segments are what a microcontroller runs, so a given `arena_bytes` is checked on each of
+  them here (export.segments measures their arenas with a generous one).
+  """
   if not early_exit:
     return None
   if supernet is None:
@@ -400,8 +444,9 @@ def _write_early_exit(model, supernet, config, root, samples, early_exit, check_
   result = segments.export_early_exit(
       supernet, config, samples, directory, exits=model_exits if multi_exit_model else None,
       max_samples=max_samples, multi_output=not multi_exit_model, check_tflm=check_tflm)
-  files = [_tflite_summary(os.path.join(directory, s.file), root) for s in
-           result.manifest.segments]
+  files = [_tflite_summary(os.path.join(directory, s.file), root,
+                           tflm_arena=bool(check_tflm and arena_bytes), arena_bytes=arena_bytes)
+           for s in result.manifest.segments]
   multi = result.manifest.multi_output
   if multi is not None:
     files.append(_tflite_summary(os.path.join(directory, multi.file), root))
