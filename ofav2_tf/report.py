@@ -105,9 +105,13 @@ def _export(root: str) -> List[str]:
   summary = _read(os.path.join(root, 'export', 'export_summary.json'))
   if not summary:
     return lines + ['Not exported yet: `--mode=export`.', '']
-  choice = _read(os.path.join(root, 'export', 'choice.json')) or summary.get('choice') or {}
+  choice = summary.get('metadata', {}).get('choice', {})
   if choice.get('config'):
     lines += [f'Sub-network: `{choice["config"]}` ({choice.get("source", "")}).', '']
+    if choice.get('costs'):
+      lines += ['Costs: ' + ', '.join(f'{k} {_num(v)}' for k, v in choice['costs'].items()) +
+                f'; validation {_pct(choice.get("measured_accuracy"))}, test '
+                f'{_pct(choice.get("test_accuracy"))} (measured through the supernet).', '']
   lines += ['Files and checks are listed in `export/export_summary.json`.', '']
   files = summary.get('files', {})
   if files:
