@@ -301,8 +301,12 @@ def _cell(value, fmt='{:.3f}'):
 
 def _device_table(report: dict) -> str:
   """The Markdown table of device_table.md."""
-  lines = [f'# Device checks: {report["model"]["name"]} '
-           f'({report["resolution"]}x{report["resolution"]}, {report["images"]} test images)', '',
+  # No heading: the run report embeds this file under its own.
+  arena = 'as given' if report['tflm_arena_bytes_flag'] else 'the smallest that works'
+  r = report['resolution']
+  lines = [f'Device checks of {report["model"]["name"]} at {r}x{r}: top-1 on {report["images"]} '
+           f'test images; LiteRT latency over {report["runs"]} runs at 1 and 2 threads (1T, 2T); '
+           f'TFLite Micro arena {arena}.', '',
            '| file | size (KiB) | top-1 | median 1T (ms) | p90 1T (ms) | median 2T (ms) | '
            'p90 2T (ms) | TFLM arena (KiB) |',
            '|---|---:|---|---:|---:|---:|---:|---:|']
