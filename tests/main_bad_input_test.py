@@ -3,24 +3,16 @@
 
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 from absl.testing import absltest
 from absl.testing import parameterized
 
-_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# Lines TensorFlow's C++ runtime prints on import, whatever happens next.
-_NOISE = ('I0000', 'W0000', 'E0000', 'WARNING: All log messages')
+from tests import run_fixture
 
 
-def run_main(*args, timeout=300):
-  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3', PYTHONPATH=_ROOT)
-  proc = subprocess.run([sys.executable, '-m', 'ofav2_tf.main', *args], cwd=_ROOT, env=env,
-                        capture_output=True, text=True, timeout=timeout, check=False)
-  lines = [line for line in proc.stderr.splitlines() if line.strip() and not line.startswith(_NOISE)]
-  return proc.returncode, lines, proc.stdout
+def run_main(*args):
+  return run_fixture.run_main(*args, timeout=300)
 
 
 class BadInputTest(parameterized.TestCase):

@@ -109,6 +109,16 @@ def phase_space(config: run_config_lib.RunConfig, phase_name: str):
                            f'{",".join(p.name for p in config.schedule())}')
 
 
+def pareto_path(run_dir: str) -> str:
+  """Where `--mode=search` saves its Pareto result and `--mode=export` looks for it."""
+  return os.path.join(run_dir, 'search', 'pareto.json')
+
+
+def latency_table_path(run_dir: str) -> str:
+  """Where `--mode=profile` writes the latency table and the search reads it by default."""
+  return os.path.join(os.path.abspath(run_dir), 'latency', 'latency_table.json')
+
+
 def open_run_folder(run_dir: Optional[str]) -> run_folder_lib.RunFolder:
   """The existing run folder `run_dir` (ConfigError when it is missing or holds no run)."""
   if not run_dir:

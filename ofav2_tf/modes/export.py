@@ -34,8 +34,6 @@ from ofav2_tf.modes import common
 from ofav2_tf.search import pareto as pareto_lib
 
 EXPORT_DIR = 'export'
-# Where `--mode=search` saves its result (ofav2_tf/modes/search.py), relative to the run folder.
-PARETO_FILE = os.path.join('search', 'pareto.json')
 PARETO_PREFIX = 'pareto:'
 CHECK_IMAGES = 200
 _BATCH = 100
@@ -83,8 +81,7 @@ class Choice:
     return f'Pareto candidate {self.index}, {how}: {kind} accuracy {c.accuracy:.4f}, {costs}'
 
 
-def pareto_path(run_dir: str) -> str:
-  return os.path.join(run_dir, PARETO_FILE)
+pareto_path = common.pareto_path
 
 
 def _load_front(path: str, spec: str):

@@ -26,17 +26,12 @@ from ofav2_tf.modes import MODES
 from ofav2_tf.modes import common
 
 LATENCY_DIR = 'latency'
-TABLE_NAME = 'latency_table.json'
 CHECK_NAME = 'latency_check.json'
 
 
-def default_table_path(run_dir: str) -> str:
-  """Where profile writes the table and the search reads it when --latency_table is not given."""
-  return os.path.join(os.path.abspath(run_dir), LATENCY_DIR, TABLE_NAME)
-
-
 def table_path(flag_values) -> str:
-  return os.path.abspath(flag_values.latency_table or default_table_path(flag_values.run_dir))
+  return os.path.abspath(flag_values.latency_table or
+                         common.latency_table_path(flag_values.run_dir))
 
 
 def _restorable_plan(config, folder, phase_name):

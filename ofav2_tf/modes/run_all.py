@@ -3,7 +3,8 @@
 Each stage is the mode of the same name run on the same flags, so `--mode=all` does nothing the
 single modes do not, and an interrupted `all` resumes like they do: training continues from its
 last checkpoint, the search from its cached predictor data, and the stages after it are cheap to
-redo. The latency table is profiled only when a latency objective or budget asks for it. Stage
+redo. Every stage is looked up in the mode registry, which `modes.run` has filled by importing
+every mode module. The latency table is profiled only when a latency objective or budget asks for it. Stage
 times go to `<run_dir>/stages.json` and into the report.
 """
 
@@ -11,13 +12,7 @@ import time
 
 from ofav2_tf import run_folder as run_folder_lib
 from ofav2_tf.modes import MODES
-from ofav2_tf.modes import benchmark  # pylint: disable=unused-import
 from ofav2_tf.modes import common
-from ofav2_tf.modes import export  # pylint: disable=unused-import
-from ofav2_tf.modes import profile  # pylint: disable=unused-import
-from ofav2_tf.modes import report  # pylint: disable=unused-import
-from ofav2_tf.modes import search  # pylint: disable=unused-import
-from ofav2_tf.modes import train  # pylint: disable=unused-import
 from ofav2_tf.search import objectives as objectives_lib
 
 STAGES_FILE = 'stages.json'

@@ -38,21 +38,8 @@ from ofav2_tf.search import predictor as predictor_lib
 from ofav2_tf.search import predictor_data
 
 SEARCH_DIR = 'search'
-PARETO_FILE = 'pareto.json'
 SUMMARY_FILE = 'search_summary.json'
 PREDICTOR_FILE = 'predictor.npz'
-
-
-def search_dir(folder: run_folder_lib.RunFolder) -> str:
-  return folder.file(SEARCH_DIR)
-
-
-def pareto_path(folder: run_folder_lib.RunFolder) -> str:
-  return os.path.join(search_dir(folder), PARETO_FILE)
-
-
-def default_latency_table_path(folder: run_folder_lib.RunFolder) -> str:
-  return os.path.join(folder.path, 'latency', 'latency_table.json')
 
 
 def cost_context(run: common.TrainedRun, names, latency_table_flag):
@@ -60,7 +47,7 @@ def cost_context(run: common.TrainedRun, names, latency_table_flag):
   config = run.config
   table = None
   if 'latency' in names:
-    path = latency_table_flag or default_latency_table_path(run.folder)
+    path = latency_table_flag or common.latency_table_path(run.folder.path)
     if not os.path.isfile(path):
       raise errors.ConfigError(
           f'a latency objective or budget needs a latency table; {path} does not exist: build it '
@@ -96,7 +83,7 @@ def search(flag_values):
   all_costs = list(dict.fromkeys(names + [b.name for b in budgets]))
   context = cost_context(run, all_costs, flag_values.latency_table)
   cheapest = objectives_lib.check_feasible(context, run.space, budgets)
-  out = search_dir(folder)
+  out = folder.file(SEARCH_DIR)
   os.makedirs(out, exist_ok=True)
   started = time.perf_counter()
   folder.log(f'Search of {folder.path}, phase {run.plan.name}: objectives '
@@ -189,7 +176,7 @@ def search(flag_values):
 
   # 6. Files.
   pareto_result.settings['seconds'] = time.perf_counter() - started
-  pareto_result.save(pareto_path(folder))
+  pareto_result.save(common.pareto_path(folder.path))
   plot_costs = list(dict.fromkeys(names + [b.name for b in budgets]))
   pareto.plot(pareto_result, os.path.join(out, 'pareto.png'), plot_costs,
               title=f'{config.variant} on {config.dataset}: phase {run.plan.name}')
