@@ -53,7 +53,7 @@ def main(argv):
   rng = np.random.default_rng(_SEED.value)
   configs = [space.sample(rng) for _ in range(_SAMPLES.value)]
   accuracies = target.noisy(configs, rng, sigma=0.01)
-  report, _ = predictor.holdout_report(space, configs, accuracies, 'mlp', seed=_SEED.value)
+  report = predictor.holdout_report(space, configs, accuracies, 'mlp', seed=_SEED.value)
   start = time.perf_counter()
   model = predictor.AccuracyPredictor(space, 'mlp', seed=_SEED.value).fit(configs, accuracies)
   fit_seconds = time.perf_counter() - start

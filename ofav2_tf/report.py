@@ -82,7 +82,8 @@ def _search(root: str) -> List[str]:
             f'{budgets}.', '',
             f'Accuracy predictor: `{predictor["chosen"]}` on {predictor["samples"]} sub-networks '
             f'measured on validation; held-out Kendall tau {chosen["kendall_tau"]:.3f}, MAE '
-            f'{_pct(chosen["mae"])} ({chosen["holdout_size"]} held out).', '',
+            f'{_pct(chosen["mae"])} ({chosen.get("folds", 1)}-fold cross-validation over '
+            f'{chosen["holdout_size"]}).', '',
             f'NSGA-II: {summary["nsga_evaluations"]} networks in {summary["nsga_seconds"]:.1f} s; '
             f'{summary["front_size"]} on the Pareto front.', '']
   costs = list(dict.fromkeys(list(result['objectives']) + list(result['budgets'])))

@@ -206,7 +206,8 @@ class PredictorTest(tf.test.TestCase):
   def test_learns_a_synthetic_target(self):
     for kind in predictor.KINDS:
       report = self.reports[kind]
-      self.assertEqual(report.holdout_size, 100)
+      self.assertEqual(report.holdout_size, 500)
+      self.assertEqual(report.folds, predictor.DEFAULT_FOLDS)
       self.assertGreaterEqual(report.kendall_tau, 0.7, report)
       self.assertLess(report.rmse, np.std(self.accuracies) / 2, report)
       self.assertLessEqual(report.mae, report.rmse)

@@ -6,9 +6,9 @@ Steps, all written under `<run_dir>/search/`:
   2. Predictor data: `--predictor_samples` random sub-networks of the last trained phase's space,
      each scored on `--validation_images` validation images after BN re-calibration, cached in
      `predictor_data/` (an interrupted search resumes without re-evaluating).
-  3. The accuracy predictor: every kind is fitted on 80% and scored on the held-out 20% (Kendall
-     tau, error); the best kind is refitted on all of it (`predictor.npz`,
-     `predictor_report.json`).
+  3. The accuracy predictor: every kind is 5-fold cross-validated (Kendall tau and error over the
+     out-of-fold predictions of all measured sub-networks); the best kind is fitted on all of them
+     (`predictor.npz`, `predictor_report.json`).
   4. NSGA-II (pymoo) maximising predicted accuracy and minimising `--objectives` under the budgets;
      OFA's single-objective evolution under the same budgets as the baseline (with no budget, under
      the median first-objective cost of the front, so that it has one).
@@ -128,7 +128,8 @@ def search(flag_values):
   run_folder_lib.write_json_atomic(os.path.join(out, 'predictor_report.json'), report)
   chosen = reports[predictor.kind]
   folder.log(f'Predictor: {predictor.kind} (held-out Kendall tau {chosen.kendall_tau:.3f}, '
-             f'MAE {chosen.mae:.4f}, {chosen.holdout_size} held out of {len(dataset)})')
+             f'MAE {chosen.mae:.4f}; {chosen.folds}-fold cross-validation, each of the '
+             f'{chosen.holdout_size} sub-networks predicted while held out)')
 
   # 4. NSGA-II, then OFA's evolution as the baseline.
   result = nsga.search(run.space, predictor, context, names, budgets,
