@@ -51,7 +51,7 @@ class LiteRTModel:
     num_threads: CPU threads the interpreter uses.
   """
 
-  def __init__(self, model, num_threads=1, reference_kernels=False):
+  def __init__(self, model, num_threads=1, reference_kernels=False, delegate=True):
     """Loads a model.
 
     Args:
@@ -59,14 +59,21 @@ class LiteRTModel:
       num_threads: CPU threads for the interpreter.
       reference_kernels: use TFLite's reference kernels (slow, bit-compatible with TFLite Micro)
         instead of the optimized default (XNNPACK).
+      delegate: with optimized kernels, apply LiteRT's default XNNPACK delegate (what users get
+        by default); False runs TFLite's own builtin kernels, which are faster than XNNPACK for
+        the small demo networks on x86 (measured by benchmarks/search_export.py).
     """
     if int(num_threads) < 1:
       raise ExportError(f'num_threads={num_threads}; expected 1 or more')
     data = _model_bytes(model)
     self.info = tflite_inspect.inspect_tflite(data)
     self.num_threads = int(num_threads)
-    resolver = (litert.OpResolverType.BUILTIN_REF if reference_kernels
-                else litert.OpResolverType.AUTO)
+    if reference_kernels:
+      resolver = litert.OpResolverType.BUILTIN_REF
+    elif delegate:
+      resolver = litert.OpResolverType.AUTO
+    else:
+      resolver = litert.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
     self._interpreter = litert.Interpreter(model_content=data, num_threads=self.num_threads,
                                            experimental_op_resolver_type=resolver)
     self._interpreter.allocate_tensors()
@@ -181,7 +188,7 @@ class LatencyStats:
   min_ms: float
 
 
-def measure_latency(model, num_threads=(1, 2), runs=50, warmup=10, seed=0):
+def measure_latency(model, num_threads=(1, 2), runs=50, warmup=10, seed=0, delegate=True):
   """Measures LiteRT inference latency for each thread count.
 
   Median and 90th percentile rather than the mean: a loaded machine adds rare long outliers that
@@ -193,6 +200,7 @@ def measure_latency(model, num_threads=(1, 2), runs=50, warmup=10, seed=0):
     runs: timed runs per thread count.
     warmup: untimed runs first (allocation, caches, XNNPACK packing).
     seed: seeds the random input.
+    delegate: apply the default XNNPACK delegate (see `LiteRTModel`).
 
   Returns:
     A dict from thread count to `LatencyStats`.
@@ -202,7 +210,7 @@ def measure_latency(model, num_threads=(1, 2), runs=50, warmup=10, seed=0):
   data = _model_bytes(model)
   result = {}
   for threads in num_threads:
-    runner = LiteRTModel(data, num_threads=threads)
+    runner = LiteRTModel(data, num_threads=threads, delegate=delegate)
     times = runner.invoke_times_ms(runner.random_inputs(seed), int(runs), int(warmup))
     result[int(threads)] = LatencyStats(
         num_threads=int(threads), runs=int(runs), warmup=int(warmup),

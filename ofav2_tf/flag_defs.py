@@ -187,6 +187,15 @@ def define_flags() -> None:
                        'Random sub-networks evaluated on validation (after BN re-calibration) for '
                        'the accuracy predictor, besides the uniform grid; cached in the run folder.',
                        lower_bound=10)
+  flags.DEFINE_integer('predictor_validation_images', 0,
+                       'Validation images each predictor sub-network is scored on; 0 = '
+                       '--validation_images. The predictor ranks sub-networks a point or two '
+                       'apart, so it needs more images than picking a checkpoint does.',
+                       lower_bound=0)
+  flags.DEFINE_integer('predictor_calibration_images', 0,
+                       'BN re-calibration images of each predictor sub-network; 0 = '
+                       '--calibration_images. Fewer than ~500 add noise of about a point.',
+                       lower_bound=0)
   flags.DEFINE_list('objectives', ['macs'],
                     'Costs the search minimises next to maximising accuracy: macs, params, '
                     'peak_activation, flash, arena, latency.')

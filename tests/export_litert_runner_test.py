@@ -60,9 +60,11 @@ class LiteRTRunnerTest(tf.test.TestCase):
     image = toy_model.synthetic_images(1, RES, seed=6)
     ref = litert_runner.LiteRTModel(self.path, reference_kernels=True).run(image)
     two = litert_runner.LiteRTModel(self.path, num_threads=2).run(image)
+    builtin = litert_runner.LiteRTModel(self.path, delegate=False).run(image)
     for name in ref:  # Optimized and reference int8 kernels round differently, by a few steps.
       step = litert_runner.LiteRTModel(self.path).info.output(name).scale
       self.assertLessEqual(np.max(np.abs(ref[name] - two[name])), 16 * step + 1e-6)
+      self.assertLessEqual(np.max(np.abs(ref[name] - builtin[name])), 16 * step + 1e-6)
     with self.assertRaisesRegex(ExportError, 'num_threads=0'):
       litert_runner.LiteRTModel(self.path, num_threads=0)
 

@@ -17,7 +17,8 @@ from tests import run_fixture
 _SEARCH_FLAGS = ('--predictor_samples=12', '--population=12', '--generations=4',
                  '--baseline_generations=3', '--reevaluate=3', '--validation_images=48',
                  '--eval_images=48', '--calibration_images=32', '--objectives=macs,flash',
-                 '--budgets=flash<=1000000')
+                 '--budgets=flash<=1000000', '--predictor_validation_images=64',
+                 '--predictor_calibration_images=40')
 
 
 class SearchModeTest(absltest.TestCase):
@@ -80,6 +81,12 @@ class SearchModeTest(absltest.TestCase):
     self.assertIn(report['chosen'], report['kinds'])
     with open(self._search_file('predictor_data/predictor_data.jsonl')) as f:
       self.assertLen(f.readlines(), 12)
+    # The predictor's data were scored with their own image counts, not the run's (48 and 32).
+    with open(self._search_file('predictor_data/meta.json')) as f:
+      metadata = json.load(f)['metadata']
+    self.assertEqual(metadata['validation_images'], 64)
+    self.assertEqual(metadata['calibration_images'], 40)
+    self.assertEqual(report['kinds'][report['chosen']]['holdout_size'], 12)
     # A second search reuses the cached evaluations: the cache does not grow.
     code, lines, _ = run_fixture.run_main('--mode=search', f'--run_dir={self.run_dir}',
                                           *_SEARCH_FLAGS)

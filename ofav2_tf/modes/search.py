@@ -4,7 +4,8 @@ Steps, all written under `<run_dir>/search/`:
   1. The budgets are checked first (`--budgets`): an impossible one fails at once, naming the
      smallest achievable cost, before any network is evaluated.
   2. Predictor data: `--predictor_samples` random sub-networks of the last trained phase's space,
-     each scored on `--validation_images` validation images after BN re-calibration, cached in
+     each scored on `--predictor_validation_images` validation images after BN re-calibration on
+     `--predictor_calibration_images` (default: the run's own counts), cached in
      `predictor_data/` (an interrupted search resumes without re-evaluating).
   3. The accuracy predictor: every kind is 5-fold cross-validated (Kendall tau and error over the
      out-of-fold predictions of all measured sub-networks); the best kind is fitted on all of them
@@ -96,12 +97,17 @@ def search(flag_values):
                                    config.seed, config.validation_images, config.eval_images,
                                    config.eval_split)
 
-  # 2. Predictor data (cached, resumable).
+  # 2. Predictor data (cached, resumable), with its own image counts.
   samples = flag_values.predictor_samples
+  predictor_images = flag_values.predictor_validation_images or config.validation_images
+  predictor_calibration = flag_values.predictor_calibration_images or config.calibration_images
+  predictor_evaluator = phase_eval.Evaluator(
+      run.supernet, run.splits, predictor_calibration, config.seed, predictor_images,
+      config.eval_images, config.eval_split)
   counter = {'done': 0, 'start': time.perf_counter()}
 
   def score(subnet):
-    result = evaluator.evaluate(subnet, 'validation', config.validation_images)
+    result = predictor_evaluator.evaluate(subnet, 'validation', predictor_images)
     counter['done'] += 1
     if counter['done'] % 10 == 0:
       elapsed = time.perf_counter() - counter['start']
@@ -109,13 +115,15 @@ def search(flag_values):
                  f'({elapsed / counter["done"]:.2f} s each)')
     return result.accuracy
 
-  folder.log(f'Predictor data: {samples} random sub-networks on {config.validation_images} '
-             'validation images each (cached in search/predictor_data)')
+  folder.log(f'Predictor data: {samples} random sub-networks on {predictor_images} validation '
+             f'images each after BN re-calibration on {predictor_calibration} (cached in '
+             'search/predictor_data)')
   dataset = predictor_data.collect(
       run.space, score, os.path.join(out, 'predictor_data'), samples, seed=config.seed,
       include_uniform=False,
-      metadata={'phase': run.plan.name, 'validation_images': config.validation_images,
-                'calibration_images': config.calibration_images, 'seed': config.seed})
+      metadata={'phase': run.plan.name, 'validation_images': predictor_images,
+                'calibration_images': predictor_calibration, 'seed': config.seed})
+  del predictor_evaluator
 
   # 3. Predictor.
   predictor, reports = predictor_lib.select_and_fit(run.space, dataset.configs,
