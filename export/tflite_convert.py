@@ -16,6 +16,9 @@ every layer's call again: measured on the 100-layer toy model, 28 s per conversi
 """
 
 import itertools
+import os
+import sys
+import tempfile
 
 import numpy as np
 import tensorflow as tf
@@ -66,6 +69,36 @@ def serving_function(model, batch_size=1):
   return serve.get_concrete_function(), holder
 
 
+# Start of the line TF's C++ quantizer prints to file descriptor 2 on every int8 conversion
+# ('fully_quantize: 0, inference_type: 6, ...'); TF_CPP_MIN_LOG_LEVEL does not cover it.
+_QUANTIZER_DUMP = 'fully_quantize: '
+
+
+def run_converter(converter) -> bytes:
+  """`converter.convert()`, with the quantizer's parameter dump dropped from stderr.
+
+  The dump is one line per int8 conversion, which is noise in an export (a dozen conversions)
+  and floods a latency profile (hundreds). The process's stderr is captured at the descriptor
+  level during the call, since the line comes from C++; everything else it holds (converter
+  warnings, errors) is written back to stderr afterwards, in order.
+  """
+  sys.stderr.flush()
+  saved = os.dup(2)
+  with tempfile.TemporaryFile() as captured:
+    os.dup2(captured.fileno(), 2)
+    try:
+      return converter.convert()
+    finally:
+      sys.stderr.flush()
+      os.dup2(saved, 2)
+      os.close(saved)
+      captured.seek(0)
+      kept = [line for line in captured.read().decode('utf-8', 'replace').splitlines(True)
+              if not line.startswith(_QUANTIZER_DUMP)]
+      if kept:  # Back to the descriptor it was written to, not to a replaced sys.stderr.
+        os.write(2, ''.join(kept).encode('utf-8'))
+
+
 def _converter(model):
   function, holder = serving_function(model)
   return tf.lite.TFLiteConverter.from_concrete_functions([function], holder)
@@ -91,7 +124,7 @@ def convert_float(model, path=None):
   """
   converter = _converter(model)
   converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
-  return _finish(converter.convert(), path)
+  return _finish(run_converter(converter), path)
 
 
 def calibration_samples(images, input_shape, max_samples=DEFAULT_CALIBRATION_SAMPLES):
@@ -170,7 +203,7 @@ def convert_int8(model, representative_images, path=None, max_samples=DEFAULT_CA
   converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
   converter.inference_input_type = tf.int8
   converter.inference_output_type = tf.int8
-  data = converter.convert()
+  data = run_converter(converter)
   info = tflite_inspect.inspect_tflite(data)
   not_int8 = [t.name for t in itertools.chain(info.inputs, info.outputs) if t.dtype != 'int8']
   if not_int8:

@@ -12,6 +12,7 @@ import os
 
 import tensorflow as tf
 
+from export import atomic_write
 from ofav2_tf import errors
 
 ARCHITECTURE_FILE = 'architecture.json'
@@ -39,10 +40,8 @@ def check_architecture(expected: dict, found: dict, source: str) -> None:
 def save_weights(supernet, directory: str) -> str:
   """Writes the weights and architecture of `supernet` into `directory` (created if needed)."""
   os.makedirs(directory, exist_ok=True)
-  tmp = os.path.join(directory, ARCHITECTURE_FILE + '.tmp')
-  with open(tmp, 'w') as f:
-    json.dump(architecture_of(supernet), f, indent=2, sort_keys=True)
-  os.replace(tmp, os.path.join(directory, ARCHITECTURE_FILE))
+  atomic_write.write_text(os.path.join(directory, ARCHITECTURE_FILE),
+                          json.dumps(architecture_of(supernet), indent=2, sort_keys=True))
   return tf.train.Checkpoint(model=supernet).write(os.path.join(directory, WEIGHTS_PREFIX))
 
 

@@ -17,6 +17,8 @@ from ofav2_tf import variants as variants_lib
 
 FLAGS = flags.FLAGS
 
+# The names of teacher.TEACHER_MODES, listed here so that parsing flags does not import TensorFlow
+# (tests/run_config_test.py checks that the two agree).
 TEACHER_MODES = ('pet', 'fixed', 'none')
 DISTRIBUTIONS = ('default', 'mirrored', 'multi_worker')
 EVAL_SPLITS = ('validation', 'test')

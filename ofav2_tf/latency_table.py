@@ -61,6 +61,7 @@ import tensorflow as tf
 from export import atomic_write
 from export import graph_slice
 from export import litert_runner
+from export import tflite_convert
 from ofav2_tf import block_shapes
 from ofav2_tf import errors
 from ofav2_tf import extraction
@@ -126,7 +127,7 @@ def convert_block(model, dtype: str = 'float32', seed: int = 0) -> bytes:
     converter.inference_output_type = tf.int8
   else:
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
-  return converter.convert()
+  return tflite_convert.run_converter(converter)
 
 
 

@@ -16,6 +16,7 @@ disturb its training. Calibration images are drawn once per run and reused for e
 so sub-networks are compared on the same footing.
 """
 
+import collections
 import math
 from typing import List, Optional, Sequence
 
@@ -32,6 +33,9 @@ from ofav2_tf import supernet as supernet_lib
 from ofav2_tf.data import pipeline
 
 EVAL_BATCH = 250
+# Bytes of batches an Evaluator keeps (see Evaluator._cached). 10,000 test images at 64 px are
+# ~0.5 GB as float32; a search's validation and calibration sets are far smaller.
+BATCH_CACHE_BYTES = 1 << 30
 
 
 def thin_grid(configs: Sequence[sc.SubnetConfig], max_subnets: int, variant, num_classes: int,
@@ -67,13 +71,41 @@ class Evaluator:
     self.eval_images = eval_images
     self.eval_split = eval_split
     self._predict = {}
+    self._batch_cache = collections.OrderedDict()
+    self._cache_sizes = {}
+
+  def _cached(self, key, make):
+    """The list of batches `make()` yields, kept for the next call with the same key.
+
+    Both kinds of batches are deterministic (the eval transform has no randomness; calibration
+    crops are seeded), and a search scores hundreds of sub-networks on the same images at a few
+    resolutions: decoding and resizing them once instead of per sub-network saves a good share
+    of each evaluation. The least recently used sets are dropped beyond `BATCH_CACHE_BYTES`.
+    """
+    if key in self._batch_cache:
+      self._batch_cache.move_to_end(key)
+      return self._batch_cache[key]
+    batches = list(make())
+    size = sum(int(np.prod(t.shape)) * t.dtype.size for batch in batches
+               for t in (batch if isinstance(batch, tuple) else (batch,)))
+    if size <= BATCH_CACHE_BYTES:
+      self._batch_cache[key] = batches
+      self._cache_sizes[key] = size
+      while sum(self._cache_sizes.values()) > BATCH_CACHE_BYTES:
+        oldest, _ = self._batch_cache.popitem(last=False)
+        del self._cache_sizes[oldest]
+    return batches
 
   def calibration_batches(self, resolution: int):
-    return pipeline.calibration_batches(self.splits, self.calibration, resolution,
-                                        seed=self.seed)
+    return self._cached(('calibration', resolution), lambda: pipeline.calibration_batches(
+        self.splits, self.calibration, resolution, seed=self.seed))
 
   def _batches(self, resolution: int, split: str, images: Optional[int]):
     """(images, labels) batches of `split`, exactly `images` of them (all when 0/None)."""
+    return self._cached((split, resolution, images or 0),
+                        lambda: self._read_batches(resolution, split, images))
+
+  def _read_batches(self, resolution: int, split: str, images: Optional[int]):
     take = math.ceil(images / EVAL_BATCH) if images else None
     batches = pipeline.eval_batches(self.splits, EVAL_BATCH, resolution, split=split, take=take)
     left = images or None

@@ -11,6 +11,7 @@ import json
 import os
 from typing import List, Optional
 
+from export import atomic_write
 from ofav2_tf import phase_report
 
 REPORT_FILE = 'report.md'
@@ -167,9 +168,4 @@ def build(run_dir: str) -> str:
 
 def write(run_dir: str) -> str:
   """Writes `<run_dir>/report.md` atomically and returns its path."""
-  path = os.path.join(run_dir, REPORT_FILE)
-  tmp = path + '.tmp'
-  with open(tmp, 'w', encoding='utf-8') as f:
-    f.write(build(run_dir))
-  os.replace(tmp, path)
-  return path
+  return atomic_write.write_text(os.path.join(run_dir, REPORT_FILE), build(run_dir))

@@ -15,6 +15,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 from ofav2_tf import checkpoints
 from ofav2_tf import errors
+from ofav2_tf import flag_defs
 from ofav2_tf import phases as phases_lib
 from ofav2_tf import variants as variants_lib
 
@@ -160,8 +161,9 @@ class RunConfig:
   def validate(self) -> 'RunConfig':
     """Cross-flag checks; raises ConfigError naming the flag and the valid values."""
     variants_lib.get_variant(self.variant)
-    if self.teacher not in ('pet', 'fixed', 'none'):
-      raise errors.ConfigError(f'--teacher must be pet, fixed or none, got {self.teacher!r}')
+    if self.teacher not in flag_defs.TEACHER_MODES:
+      raise errors.ConfigError(f'--teacher must be one of {", ".join(flag_defs.TEACHER_MODES)}, '
+                               f'got {self.teacher!r}')
     if self.batch_size < 1:
       raise errors.ConfigError(f'--batch_size must be positive, got {self.batch_size}')
     if not self.resolutions:

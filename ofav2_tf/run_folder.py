@@ -26,6 +26,7 @@ from typing import Optional
 
 import tensorflow as tf
 
+from export import atomic_write
 from ofav2_tf import errors
 from ofav2_tf import run_config as run_config_lib
 
@@ -36,12 +37,7 @@ _TMP = '.tmp'
 
 
 def write_json_atomic(path: str, value) -> None:
-  tmp = path + _TMP
-  with open(tmp, 'w') as f:
-    json.dump(value, f, indent=2, sort_keys=True)
-    f.flush()
-    os.fsync(f.fileno())
-  os.replace(tmp, path)
+  atomic_write.write_text(path, json.dumps(value, indent=2, sort_keys=True))
 
 
 def read_json(path: str):

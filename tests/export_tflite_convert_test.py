@@ -146,5 +146,46 @@ class ConvertTest(tf.test.TestCase):
       tflite_inspect.inspect_tflite(self.int8_bytes[:len(self.int8_bytes) // 2])
 
 
+class _NoisyConverter:
+  """Writes to file descriptor 2 as TF's C++ converter does, then returns fixed bytes."""
+
+  def __init__(self, fail=False):
+    self.fail = fail
+
+  def convert(self):
+    os.write(2, b'fully_quantize: 0, inference_type: 6, input_inference_type: INT8\n')
+    os.write(2, b'a converter warning\n')
+    if self.fail:
+      raise ValueError('conversion failed')
+    return b'flatbuffer'
+
+
+class RunConverterTest(tf.test.TestCase):
+
+  def _stderr_of(self, fn):
+    with tempfile.TemporaryFile() as sink:
+      saved = os.dup(2)
+      os.dup2(sink.fileno(), 2)
+      try:
+        result = fn()
+      finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+      sink.seek(0)
+      return result, sink.read().decode()
+
+  def test_drops_only_the_quantizer_dump(self):
+    data, text = self._stderr_of(lambda: tflite_convert.run_converter(_NoisyConverter()))
+    self.assertEqual(data, b'flatbuffer')
+    self.assertEqual(text, 'a converter warning\n')
+
+  def test_errors_propagate_with_the_rest_of_stderr(self):
+    def convert():
+      with self.assertRaisesRegex(ValueError, 'conversion failed'):
+        tflite_convert.run_converter(_NoisyConverter(fail=True))
+    _, text = self._stderr_of(convert)
+    self.assertEqual(text, 'a converter warning\n')
+
+
 if __name__ == '__main__':
   tf.test.main()

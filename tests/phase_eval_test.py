@@ -39,6 +39,23 @@ class PhaseEvalTest(tf.test.TestCase):
     self.assertEqual(sorted(per_exit.exit_accuracy), [1, 2, 3, 4, 5])
     self.assertEqual(per_exit.accuracy, per_exit.exit_accuracy[5])
 
+    # Batches are read once and reused: a fresh evaluator that keeps none gives the same scores.
+    cached_keys = set(evaluator._batch_cache)  # pylint: disable=protected-access
+    self.assertIn(('calibration', 28), cached_keys)
+    self.assertIn(('test', 24, 256), cached_keys)
+    config = space.sample(rng)
+    cached = evaluator.evaluate(config, 'validation', 200)
+    try:
+      saved, phase_eval.BATCH_CACHE_BYTES = phase_eval.BATCH_CACHE_BYTES, 0
+      fresh = phase_eval.Evaluator(net, splits, calibration_images=128, seed=0,
+                                   validation_images=256, eval_images=256)
+      uncached = fresh.evaluate(config, 'validation', 200)
+      self.assertEmpty(fresh._batch_cache)  # pylint: disable=protected-access
+    finally:
+      phase_eval.BATCH_CACHE_BYTES = saved
+    self.assertEqual(cached.images, 200)
+    self.assertAllClose(cached.accuracy, uncached.accuracy, atol=1.5 / 200)
+
   def test_thin_grid_keeps_cheapest_and_largest(self):
     net_space = phases.PHASES.get('expand2').space(
         sc.SearchSpace.for_variant('SE_B', resolutions=(28,)))

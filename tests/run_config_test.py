@@ -52,6 +52,12 @@ class PlanTest(absltest.TestCase):
       rc.RunConfig(resolutions=(24, 28), eval_resolutions=(64,)).validate()
     with self.assertRaisesRegex(errors.RegistryError, 'variant'):
       rc.RunConfig(variant='XX_B', resolutions=(28,)).validate()
+    with self.assertRaisesRegex(errors.ConfigError, '--teacher must be one of pet, fixed, none'):
+      rc.RunConfig(teacher='ofa', resolutions=(28,)).validate()
+
+  def test_teacher_flag_lists_exactly_the_teacher_registry(self):
+    from ofav2_tf import teacher  # pylint: disable=g-import-not-at-top
+    self.assertCountEqual(flag_defs.TEACHER_MODES, teacher.TEACHER_MODES.names())
 
   def test_round_trip_and_architecture_check(self):
     config = rc.RunConfig(variant='EE_D', num_classes=10, resolutions=(24, 28),

@@ -220,6 +220,24 @@ class PredictorTest(tf.test.TestCase):
     tau = stats.kendalltau(self.predictor.predict(fresh), self.target(fresh)).statistic
     self.assertGreaterEqual(tau, 0.7)
 
+  def test_ridge_penalty_is_chosen_from_the_grid_or_given(self):
+    chosen = predictor.AccuracyPredictor(self.space, 'ridge').fit(self.configs[:200],
+                                                                  self.accuracies[:200])
+    self.assertIn(chosen.fitted_ridge_alpha, predictor.RIDGE_ALPHAS)
+    given = predictor.AccuracyPredictor(self.space, 'ridge', ridge_alpha=5.0).fit(
+        self.configs[:200], self.accuracies[:200])
+    self.assertEqual(given.fitted_ridge_alpha, 5.0)
+    with self.assertRaisesRegex(errors.ConfigError, 'ridge_alpha=0'):
+      predictor.AccuracyPredictor(self.space, 'ridge', ridge_alpha=0)
+
+  def test_folds_partition_the_configs(self):
+    parts = predictor.fold_indices(23, folds=5, seed=3)
+    self.assertLen(parts, 5)
+    self.assertCountEqual(np.concatenate(parts), range(23))
+    self.assertLessEqual(max(map(len, parts)) - min(map(len, parts)), 1)
+    with self.assertRaisesRegex(errors.DataError, 'at least 10'):
+      predictor.fold_indices(9, folds=5)
+
   def test_ignores_values_of_blocks_that_do_not_run(self):
     config = self.configs[0].replace(exit=2)
     other = config.replace(kernel=_set(config.kernel, 19, _other((3, 5, 7), config.kernel[19])))

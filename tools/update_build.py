@@ -85,6 +85,7 @@ PIP_NAMES = {
     'numpy': 'numpy',
     'pymoo': 'pymoo',
     'pytest': 'pytest',
+    'scipy': 'scipy',
     'tensorflow': 'tensorflow',
     'tensorflow_datasets': 'tensorflow-datasets',
     'tensorflow_model_optimization': 'tensorflow-model-optimization',
