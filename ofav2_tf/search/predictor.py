@@ -272,7 +272,7 @@ def _ridge_alpha_by_cv(z, y, folds: int = 5, seed: int = 0) -> float:
   """
   if len(y) < 2 * folds:
     return 1.0
-  parts = np.array_split(np.random.default_rng(seed + 7).permutation(len(y)), folds)
+  parts = fold_indices(len(y), folds, seed + 7)
   predicted = np.zeros((len(RIDGE_ALPHAS), len(y)))
   for held in parts:
     train = np.setdiff1d(np.arange(len(y)), held)
