@@ -161,6 +161,12 @@ class Evaluator:
     config = space.max_config(max(space.resolutions))
     return self.evaluate(config, 'validation', self.validation_images).accuracy
 
+  def _row(self, config: sc.SubnetConfig, accuracy: float, images: int) -> dict:
+    net = self.supernet
+    report = costs.count(config, net.variant, net.num_classes, net.width_multiplier)
+    return {'config': config.to_string(), 'label': uniform_label(config), 'accuracy': accuracy,
+            'macs': report.macs, 'params': report.params, 'images': images}
+
   def evaluate_phase(self, space: sc.SearchSpace, resolutions: Sequence[int],
                      max_subnets: int, progress=None, images: Optional[int] = None) -> dict:
     """The paper's uniform grid (thinned) and, for early exits, per-exit accuracy.
@@ -174,20 +180,30 @@ class Evaluator:
     rows = []
     for i, config in enumerate(grid):
       result = self.evaluate(config, self.eval_split, images)
-      report = costs.count(config, net.variant, net.num_classes, net.width_multiplier)
-      rows.append({'config': config.to_string(), 'label': uniform_label(config), 'accuracy': result.accuracy,
-                   'macs': report.macs, 'params': report.params, 'images': result.images})
+      rows.append(self._row(config, result.accuracy, result.images))
       if progress:
         progress(f'  uniform {i + 1}/{len(grid)} {uniform_label(config)}: '
                  f'top-1 {result.accuracy:.4f}')
+    exit_accuracy = None
+    if net.variant.early_exits:
+      config = space.max_config(max(resolutions))
+      result = self.evaluate(config.replace(exit=max(space.exits)), self.eval_split,
+                             images, exits='all')
+      exit_accuracy = {str(k): v for k, v in result.exit_accuracy.items()}
+      # The maximal network cut at exit k is the uniform sub-network k7 e6 d4 xk of the grid, and
+      # its BN statistics up to exit k are the same whether the later stages run or not, so the
+      # per-exit figures are that grid's results: they join the rows (exits the phase allows,
+      # sub-networks not already measured) instead of being left out of the best uniform.
+      measured = {row['config'] for row in rows}
+      for k in space.exits:
+        config_k = config.replace(exit=k)
+        if config_k.to_string() not in measured:
+          rows.append(self._row(config_k, result.exit_accuracy[k], result.images))
     accuracies = [r['accuracy'] for r in rows]
     best = int(np.argmax(accuracies))
     summary = {'uniform': rows, 'best_uniform': rows[best],
                'uniform_best': accuracies[best], 'uniform_mean': float(np.mean(accuracies)),
                'uniform_min': float(np.min(accuracies)), 'split': self.eval_split}
-    if net.variant.early_exits:
-      config = space.max_config(max(resolutions))
-      result = self.evaluate(config.replace(exit=max(space.exits)), self.eval_split,
-                             images, exits='all')
-      summary['exit_accuracy'] = {str(k): v for k, v in result.exit_accuracy.items()}
+    if exit_accuracy is not None:
+      summary['exit_accuracy'] = exit_accuracy
     return summary

@@ -172,7 +172,11 @@ class ElasticTrainer(tf_keras.Model):
         if v.synchronization == tf.VariableSynchronization.ON_READ]
     self.loss_tracker = tf_keras.metrics.Mean(name='loss')
     self.accuracy = tf_keras.metrics.SparseCategoricalAccuracy(name='accuracy')
-    self._teacher_fn = tf.function(lambda x: teacher(x, training=False)) if teacher else None
+    # One trace for every batch resolution (the teacher is extracted with any_resolution=True);
+    # a trace per size cost seconds per phase, three sizes, ten phases.
+    self._teacher_fn = tf.function(
+        lambda x: teacher(x, training=False), autograph=False,
+        input_signature=[supernet_lib.IMAGE_SIGNATURE]) if teacher else None
     self._compiled_update = None
 
   @property

@@ -159,6 +159,27 @@ class AugmentationTest(tf.test.TestCase):
     resized = tf.image.resize(tf.constant(images, tf.float32), [55, 55], antialias=True).numpy()
     self.assertAllClose(out, resized[:, 3:51, 3:51, :])
 
+  def test_whole_frame_eval_crop_only_resizes(self):
+    self.assertEqual(augment.eval_resize_size(28), 32)
+    self.assertEqual(augment.eval_resize_size(28, 1.0), 28)
+    self.assertEqual(augment.eval_resize_size(40, 1.0), 40)
+    _, images = _synthetic_splits(count=4, size=16)
+    out = augment.eval_transform(tf.constant(images), 24, crop_fraction=1.0).numpy()
+    resized = tf.image.resize(tf.constant(images, tf.float32), [24, 24]).numpy()
+    self.assertAllClose(out, resized)
+    for bad in (0.0, 1.5, -0.2):
+      with self.assertRaisesRegex(ValueError, r'eval crop fraction must be in \(0, 1\]'):
+        augment.eval_resize_size(24, bad)
+
+  def test_eval_batches_use_the_datasets_crop_fraction(self):
+    splits, images = _synthetic_splits(count=8, size=16)
+    whole = dataclasses.replace(splits, eval_crop_fraction=1.0)
+    cropped, = [x for x, _ in pipeline.eval_batches(splits, 8, 16, split='test')]
+    full, = [x for x, _ in pipeline.eval_batches(whole, 8, 16, split='test')]
+    expected = augment.normalize(tf.constant(images), splits.mean, splits.std).numpy()
+    self.assertAllClose(full, expected, atol=1e-5)  # 16 -> 16: the images themselves
+    self.assertGreater(float(np.abs(cropped.numpy() - expected).max()), 0.1)
+
   def test_normalize_uses_mean_and_std_per_channel(self):
     pixel = tf.constant([[[[255.0, 0.0, 127.5]]]])
     out = augment.normalize(pixel, (0.5, 0.5, 0.5), (0.5, 0.25, 0.5)).numpy()

@@ -76,7 +76,15 @@ class TrainingRunTest(tf.test.TestCase):
       metrics = json.load(f)
     last = metrics['phases'][-1]
     self.assertEqual(sorted(last['exit_accuracy']), ['1', '2', '3', '4', '5'])
-    self.assertLen(last['uniform'], 2)
+    # The thinned grid (2), then the maximal network at the other exits the phase allows: those
+    # uniform sub-networks were measured by the per-exit pass and count for the best uniform.
+    allowed_exits = sorted(run.schedule[-1].space(run.full_space).exits)
+    extra = last['uniform'][2:]
+    self.assertEqual([r['label'].split()[3] for r in extra],
+                     [f'x{k}' for k in allowed_exits[:-1]])
+    for row in extra:
+      self.assertEqual(row['accuracy'], last['exit_accuracy'][row['label'].split()[3][1:]])
+    self.assertEqual(last['uniform_best'], max(r['accuracy'] for r in last['uniform']))
     for plan in run.plans:
       self.assertTrue(folder.has_best(plan))
       self.assertEqual(folder.read_progress(folder.latest_step(plan))['step'], 4)

@@ -145,7 +145,10 @@ def eval_batches(splits: splits_lib.DatasetSplits,
                  *,
                  split: str = 'validation',
                  take: Optional[int] = None) -> tf.data.Dataset:
-  """Evaluation batches: resize to ceil(resolution / 0.875), centre crop, normalise.
+  """Evaluation batches: resize to ceil(resolution / f), centre crop, normalise.
+
+  `f` is the dataset's `eval_crop_fraction` (0.875, the ImageNet convention, unless the loader
+  says otherwise).
 
   Args:
     splits: The loaded dataset.
@@ -163,9 +166,11 @@ def eval_batches(splits: splits_lib.DatasetSplits,
   _check_positive('resolution', resolution)
   _check_positive('take', take, allow_none=True)
   mean, std = splits.mean, splits.std
+  crop_fraction = splits.eval_crop_fraction
 
   def transform(images, labels):
-    return augment.normalize(augment.eval_transform(images, resolution), mean, std), labels
+    return augment.normalize(augment.eval_transform(images, resolution, crop_fraction), mean,
+                             std), labels
 
   dataset = getattr(splits, split).batch(batch_size)
   if take is not None:

@@ -40,6 +40,8 @@ class DatasetSplits:
     train_size: Number of training examples, if known.
     validation_size: Number of validation examples, if known.
     test_size: Number of test examples, if known.
+    eval_crop_fraction: Share of the side the eval transform's centre crop keeps: 0.875 for
+      photos (the ImageNet convention), 1.0 for images whose object fills the frame.
   """
   name: str
   train: tf.data.Dataset
@@ -53,6 +55,7 @@ class DatasetSplits:
   train_size: Optional[int] = None
   validation_size: Optional[int] = None
   test_size: Optional[int] = None
+  eval_crop_fraction: float = 0.875
 
 
 def check_fraction(fraction: float) -> float:
