@@ -16,6 +16,7 @@ import numpy as np
 import tensorflow as tf
 
 from ofav2_tf import errors
+from ofav2_tf.data import augment
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,7 +56,7 @@ class DatasetSplits:
   train_size: Optional[int] = None
   validation_size: Optional[int] = None
   test_size: Optional[int] = None
-  eval_crop_fraction: float = 0.875
+  eval_crop_fraction: float = augment.EVAL_CROP_FRACTION
 
 
 def check_fraction(fraction: float) -> float:
