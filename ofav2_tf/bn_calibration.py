@@ -10,6 +10,7 @@ standard `BatchNormalization` layers, e.g. an extracted model: both use the same
 two re-calibrations give the same statistics for the same images.
 """
 
+import contextlib
 from typing import Callable, Iterable, Optional
 
 import numpy as np
@@ -32,6 +33,23 @@ def batch_norm_layers(model) -> list:
   return layers
 
 
+@contextlib.contextmanager
+def zero_momentum(layers):
+  """Sets every BN layer's momentum to 0 (moving statistics := the batch's) inside the block.
+
+  The layers read `momentum` as a Python number when they run, and a traced forward reads it once,
+  when it is traced: a calibration forward traced inside this block keeps momentum 0 for good.
+  """
+  saved = [layer.momentum for layer in layers]
+  try:
+    for layer in layers:
+      layer.momentum = 0.0
+    yield
+  finally:
+    for layer, momentum in zip(layers, saved):
+      layer.momentum = momentum
+
+
 def recalibrate(model, batches: Iterable, forward: Optional[Callable] = None,
                 max_images: Optional[int] = None) -> int:
   """Replaces the moving statistics of every BN in `model` by averages over `batches`.
@@ -50,23 +68,20 @@ def recalibrate(model, batches: Iterable, forward: Optional[Callable] = None,
   if not layers:
     return 0
   forward = forward or (lambda images: model(images, training=True))
-  saved_momentum = [layer.momentum for layer in layers]
   sums = [[np.zeros(layer.moving_mean.shape, np.float64),
            np.zeros(layer.moving_variance.shape, np.float64)] for layer in layers]
   seen = count = 0
-  try:
-    for layer in layers:
-      layer.momentum = 0.0
-    # Eager on purpose: a fresh trace of the supernet costs far more than a few eager batches, and
-    # eager calls read the momentum set above.
-    step = forward
+  with zero_momentum(layers):
+    # Eager by default: a fresh trace of the supernet costs far more than a few eager batches, and
+    # eager calls read the momentum set here. A caller that re-calibrates many sub-networks passes
+    # a traced `forward` instead (see `phase_eval.Evaluator`).
     for batch in batches:
       images = batch[0] if isinstance(batch, (tuple, list)) else batch
       if max_images is not None:
         images = images[:max_images - seen]
       if int(tf.shape(images)[0]) == 0:
         break
-      step(images)
+      forward(images)
       for layer, acc in zip(layers, sums):
         acc[0] += layer.moving_mean.numpy()
         acc[1] += layer.moving_variance.numpy()
@@ -74,9 +89,6 @@ def recalibrate(model, batches: Iterable, forward: Optional[Callable] = None,
       seen += int(tf.shape(images)[0])
       if max_images is not None and seen >= max_images:
         break
-  finally:
-    for layer, momentum in zip(layers, saved_momentum):
-      layer.momentum = momentum
   if count == 0:
     raise errors.DataError('BN re-calibration got no images; give a non-empty batch iterator')
   for layer, (mean_sum, var_sum) in zip(layers, sums):

@@ -11,6 +11,7 @@ from ofav2_tf import evaluation
 from ofav2_tf import phase_eval
 from ofav2_tf import phases
 from ofav2_tf import subnet_config as sc
+from ofav2_tf import supernet as supernet_lib
 from tests import testutil
 
 
@@ -55,6 +56,37 @@ class PhaseEvalTest(tf.test.TestCase):
       phase_eval.BATCH_CACHE_BYTES = saved
     self.assertEqual(cached.images, 200)
     self.assertAllClose(cached.accuracy, uncached.accuracy, atol=1.5 / 200)
+
+  def test_traced_calibration_equals_eager_and_traces_once(self):
+    splits = data.load('fashion_mnist', seed=0)
+    net = testutil.perturbed_supernet('EE_D', num_classes=10, seed=3, width_multiplier=0.25)
+    space = phases.PHASES.get('expand2').space(net.search_space(resolutions=(24, 28)))
+    kwargs = dict(calibration_images=128, seed=0, validation_images=200, eval_images=200)
+    eager = phase_eval.Evaluator(net, splits, **kwargs)
+    traced = phase_eval.Evaluator(net, splits, traced_calibration=True, **kwargs)
+    layers = bn_calibration.batch_norm_layers(net)
+    momenta = [layer.momentum for layer in layers]
+    rng = np.random.default_rng(1)
+    for config in [space.max_config(28), space.min_config(24), space.sample(rng)]:
+      want = eager.evaluate(config, 'validation', 200).accuracy
+      got = traced.evaluate(config, 'validation', 200).accuracy
+      self.assertAllClose(got, want, atol=1.5 / 200, msg=str(config))
+    # One trace served every sub-network and both resolutions; the momenta are back.
+    self.assertEqual(traced._calibrate_fn(False).experimental_get_tracing_count(), 1)  # pylint: disable=protected-access
+    self.assertEqual([layer.momentum for layer in layers], momenta)
+
+    # The trace keeps momentum 0 whoever calls it: one call outside `recalibrate` sets the
+    # statistics to that batch's, as an eager one-batch re-calibration does.
+    config = space.sample(rng)
+    arch = supernet_lib.arch_tensors(config)
+    images = traced.calibration_batches(config.resolution)[0]
+    traced._calibrate_fn(False)(images, arch)  # pylint: disable=protected-access
+    got = [layer.moving_variance.numpy().copy() for layer in layers]
+    bn_calibration.recalibrate(net, [images],
+                               lambda x: net(x, arch, training=True, all_exits=False))
+    want = [layer.moving_variance.numpy() for layer in layers]
+    for a, b in zip(got, want):
+      self.assertAllClose(a, b, rtol=1e-4, atol=1e-5)
 
   def test_thin_grid_keeps_cheapest_and_largest(self):
     net_space = phases.PHASES.get('expand2').space(

@@ -103,7 +103,7 @@ def search(flag_values):
   predictor_calibration = flag_values.predictor_calibration_images or config.calibration_images
   predictor_evaluator = phase_eval.Evaluator(
       run.supernet, run.splits, predictor_calibration, config.seed, predictor_images,
-      config.eval_images, config.eval_split)
+      config.eval_images, config.eval_split, traced_calibration=True)
   counter = {'done': 0, 'start': time.perf_counter()}
 
   def score(subnet):
