@@ -89,8 +89,7 @@ class Evaluator:
     self.eval_images = eval_images
     self.eval_split = eval_split
     self.traced_calibration = traced_calibration
-    self._predict = {}
-    self._calibrate = {}
+    self._functions = {}
     self._batch_cache = collections.OrderedDict()
     self._cache_sizes = {}
 
@@ -135,32 +134,25 @@ class Evaluator:
         left -= int(y.shape[0])
       yield x, y
 
-  def _predict_fn(self, all_exits: bool):
-    if all_exits not in self._predict:
-      net = self.supernet
-      self._predict[all_exits] = tf.function(
-          lambda images, arch: net(images, arch, training=False, all_exits=all_exits),
-          input_signature=[supernet_lib.IMAGE_SIGNATURE, supernet_lib.ARCH_SIGNATURE])
-    return self._predict[all_exits]
+  def _supernet_fn(self, training: bool, all_exits: bool):
+    """The supernet's forward, traced once for every sub-network and resolution.
 
-  def _calibrate_fn(self, all_exits: bool):
-    """The supernet's training-mode forward, traced once for every sub-network and resolution.
-
-    BN layers read their momentum when traced, so the trace happens under `zero_momentum`: the
-    function then always overwrites the moving statistics with the batch's, as re-calibration
-    needs, whoever calls it first.
+    The training-mode one serves BN re-calibration (`traced_calibration`). BN layers read their
+    momentum when traced, so it is traced under `zero_momentum`: it then always overwrites the
+    moving statistics with the batch's, as re-calibration needs, whoever calls it first.
     """
-    if all_exits not in self._calibrate:
+    key = (training, all_exits)
+    if key not in self._functions:
       net = self.supernet
-      layers = bn_calibration.batch_norm_layers(net)
+      layers = bn_calibration.batch_norm_layers(net) if training else []
 
       def forward(images, arch):
         with bn_calibration.zero_momentum(layers):
-          return net(images, arch, training=True, all_exits=all_exits)
+          return net(images, arch, training=training, all_exits=all_exits)
 
-      self._calibrate[all_exits] = tf.function(
+      self._functions[key] = tf.function(
           forward, input_signature=[supernet_lib.IMAGE_SIGNATURE, supernet_lib.ARCH_SIGNATURE])
-    return self._calibrate[all_exits]
+    return self._functions[key]
 
   def evaluate(self, config: sc.SubnetConfig, split: str, images: Optional[int],
                exits=None) -> evaluation.SubnetResult:
@@ -170,16 +162,14 @@ class Evaluator:
     arch = supernet_lib.arch_tensors(config)
     layers = bn_calibration.batch_norm_layers(net)
     saved = [(layer.moving_mean.numpy(), layer.moving_variance.numpy()) for layer in layers]
-    calibrate = self._calibrate_fn(all_exits) if self.traced_calibration else None
-
-    def forward(images):
-      if calibrate is not None:
-        return calibrate(images, arch)
-      return net(images, arch, training=True, all_exits=all_exits)
-
+    if self.traced_calibration:
+      calibrate = self._supernet_fn(training=True, all_exits=all_exits)
+      forward = lambda images: calibrate(images, arch)  # noqa: E731
+    else:
+      forward = lambda images: net(images, arch, training=True, all_exits=all_exits)  # noqa: E731
     try:
       bn_calibration.recalibrate(net, self.calibration_batches(config.resolution), forward)
-      predict = self._predict_fn(all_exits)
+      predict = self._supernet_fn(training=False, all_exits=all_exits)
       correct, per_exit, seen = 0, np.zeros(5), 0
       for batch, labels in self._batches(config.resolution, split, images):
         labels = labels.numpy()

@@ -72,7 +72,7 @@ class PhaseEvalTest(tf.test.TestCase):
       got = traced.evaluate(config, 'validation', 200).accuracy
       self.assertAllClose(got, want, atol=1.5 / 200, msg=str(config))
     # One trace served every sub-network and both resolutions; the momenta are back.
-    self.assertEqual(traced._calibrate_fn(False).experimental_get_tracing_count(), 1)  # pylint: disable=protected-access
+    self.assertEqual(traced._supernet_fn(True, False).experimental_get_tracing_count(), 1)  # pylint: disable=protected-access
     self.assertEqual([layer.momentum for layer in layers], momenta)
 
     # The trace keeps momentum 0 whoever calls it: one call outside `recalibrate` sets the
@@ -80,7 +80,7 @@ class PhaseEvalTest(tf.test.TestCase):
     config = space.sample(rng)
     arch = supernet_lib.arch_tensors(config)
     images = traced.calibration_batches(config.resolution)[0]
-    traced._calibrate_fn(False)(images, arch)  # pylint: disable=protected-access
+    traced._supernet_fn(True, False)(images, arch)  # pylint: disable=protected-access
     got = [layer.moving_variance.numpy().copy() for layer in layers]
     bn_calibration.recalibrate(net, [images],
                                lambda x: net(x, arch, training=True, all_exits=False))
