@@ -180,6 +180,10 @@ def define_flags() -> None:
   flags.DEFINE_enum('latency_dtype', 'int8', LATENCY_DTYPES,
                     'Block models timed for the latency table (int8 is what ships).')
   flags.DEFINE_integer('latency_runs', 30, 'Timed invokes per block model.', lower_bound=1)
+  flags.DEFINE_integer('latency_calibration_subnets', 8,
+                       'Random sub-networks measured whole to choose and fit the table\'s '
+                       'correction to its block sums (per-block overhead, weight streaming); 0 '
+                       'keeps the plain sum.', lower_bound=0)
   flags.DEFINE_integer('latency_check_subnets', 20,
                        'Random sub-networks measured whole to report the table\'s error; 0 skips.',
                        lower_bound=0)

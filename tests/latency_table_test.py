@@ -64,6 +64,65 @@ class BlockShapesTest(tf.test.TestCase):
     self.assertEqual(blocks[0].key, 'stem|r=32,in=3,out=16,s=2,k=3,act=hswish')
 
 
+def _rows(truth, count=8, noise=0.03, seed=0):
+  """Synthetic calibration networks whose measured time is `truth(row)` with relative noise."""
+  rng = np.random.default_rng(seed)
+  rows = []
+  for _ in range(count):
+    row = {'block_sum_ms': float(rng.uniform(0.2, 3.0)), 'blocks': int(rng.integers(5, 32)),
+           'weight_mb': float(rng.uniform(0.02, 1.2))}
+    row['measured_ms'] = truth(row) * (1 + noise * float(rng.uniform(-1, 1)))
+    rows.append(row)
+  return rows
+
+
+class FitCorrectionTest(tf.test.TestCase):
+  """The correction to block sums is chosen by leave-one-out error, not always fitted."""
+
+  def test_plain_sums_keep_no_correction(self):
+    fit = latency_table.fit_correction(_rows(lambda r: r['block_sum_ms']))
+    self.assertEqual(fit['correction'], 'none')
+    self.assertEqual((fit['overhead_ms'], fit['ms_per_weight_mb']), (0.0, 0.0))
+    self.assertCountEqual(fit['leave_one_out_mare'], latency_table.CORRECTIONS)
+
+  def test_overhead_and_weight_costs_are_recovered(self):
+    rows = _rows(lambda r: r['block_sum_ms'] - 0.02 * (r['blocks'] - 1) + 0.8 * r['weight_mb'],
+                 count=10, noise=0.005)
+    fit = latency_table.fit_correction(rows)
+    self.assertEqual(fit['correction'], 'overhead+weights')
+    self.assertAllClose([fit['overhead_ms'], fit['ms_per_weight_mb']], [0.02, 0.8], rtol=0.2)
+    self.assertLess(fit['leave_one_out_mare']['overhead+weights'],
+                    fit['leave_one_out_mare']['none'] / 3)
+
+  def test_overhead_alone(self):
+    fit = latency_table.fit_correction(
+        _rows(lambda r: r['block_sum_ms'] - 0.01 * (r['blocks'] - 1), noise=0.002))
+    self.assertIn(fit['correction'], ('overhead', 'overhead+weights'))
+    self.assertAllClose(fit['overhead_ms'], 0.01, rtol=0.2)
+    self.assertAllClose(fit['ms_per_weight_mb'], 0.0, atol=0.05)
+
+  def test_one_slow_network_does_not_buy_a_weight_term(self):
+    # The four int8 calibration networks of the demo's table on 2026-11-27 (32-40 px): always
+    # fitting both terms gave 0.72 ms per MB from the 3.0 ms one and 15.2% error on 20 others.
+    rows = [{'measured_ms': 0.4125, 'block_sum_ms': 0.4292, 'blocks': 13, 'weight_mb': 0.1725},
+            {'measured_ms': 1.3924, 'block_sum_ms': 1.3278, 'blocks': 19, 'weight_mb': 0.4229},
+            {'measured_ms': 3.0051, 'block_sum_ms': 2.5012, 'blocks': 31, 'weight_mb': 1.1499},
+            {'measured_ms': 0.5144, 'block_sum_ms': 0.5164, 'blocks': 17, 'weight_mb': 0.2019}]
+    self.assertEqual(latency_table.fit_correction(rows)['correction'], 'none')
+
+  def test_too_few_networks_score_only_what_they_can(self):
+    rows = _rows(lambda r: r['block_sum_ms'], count=2)
+    self.assertEqual(list(latency_table.fit_correction(rows)['leave_one_out_mare']), ['none'])
+    empty = latency_table.fit_correction([])
+    self.assertEqual((empty['correction'], empty['leave_one_out_mare']), ('none', {}))
+
+  def test_negative_weight_cost_is_not_fitted(self):
+    rows = _rows(lambda r: r['block_sum_ms'] - 0.5 * r['weight_mb'], noise=0.0)
+    fit = latency_table.fit_correction(rows)
+    self.assertNotIn('overhead+weights', fit['leave_one_out_mare'])
+    self.assertGreaterEqual(fit['ms_per_weight_mb'], 0.0)
+
+
 class LatencyTableTest(tf.test.TestCase):
 
   @classmethod
@@ -86,6 +145,7 @@ class LatencyTableTest(tf.test.TestCase):
     self.assertEqual(self.progress, list(self.table.entries))
     self.assertTrue(all(v > 0 for v in self.table.entries.values()))
     self.assertLen(self.table.calibration, 2)
+    self.assertIn(self.table.correction['name'], latency_table.CORRECTIONS)
     self.assertGreaterEqual(self.table.ms_per_weight_mb, 0.0)
     self.assertEqual(self.table.machine['threads'], 1)
     self.assertIn('cpu', self.table.machine)

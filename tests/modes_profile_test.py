@@ -19,7 +19,8 @@ from tests import run_fixture
 # block kind (stem, MBConv shapes, dense additions, five heads) in a few dozen block models.
 SMALL_SPACE = ('--phases=full', '--phase_steps=full=2', '--resolutions=28', '--kernel_sizes=3',
                '--expand_ratios=3')
-PROFILE_FLAGS = ('--latency_runs=3',)
+CALIBRATIONS = 3
+PROFILE_FLAGS = ('--latency_runs=3', f'--latency_calibration_subnets={CALIBRATIONS}')
 CHECKS = 3
 
 
@@ -68,6 +69,9 @@ class ProfileModeTest(absltest.TestCase):
     self.assertEqual(settings['num_threads'], 1)
     self.assertEqual(settings['resolutions'], [28])
     self.assertIn('phase full', settings['weights'])  # The trained checkpoint was restored.
+    self.assertLen(table.calibration, CALIBRATIONS)
+    self.assertIn(table.correction['name'], latency_table.CORRECTIONS)
+    self.assertIn(f"correction {table.correction['name']!r}", self.stdout)
     self.assertTrue(all(v > 0 for v in table.entries.values()))
     rng = np.random.default_rng(3)
     space = self.space()

@@ -88,7 +88,7 @@ def profile(flag_values):
 
   space = net.search_space(resolutions=config.resolutions)
   total = _count_blocks(latency_table, block_shapes, net, space)
-  calibration_networks = 4
+  calibration_networks = flag_values.latency_calibration_subnets
   folder.log(f'Latency table: {total} block models ({flag_values.latency_dtype}, '
              f'{flag_values.latency_threads} thread(s), {flag_values.latency_runs} runs each), '
              f'resolutions {",".join(map(str, space.resolutions))}')
@@ -98,16 +98,19 @@ def profile(flag_values):
     print(f'  block {done}/{total} {ms:8.4f} ms  {key}', flush=True)
     if done == total:
       folder.log(f'  {total} blocks timed in {time.perf_counter() - start:.0f} s; timing '
-                 f'{calibration_networks} whole sub-networks to fit the per-block overhead')
+                 f'{calibration_networks} whole sub-networks to fit the correction to block sums')
 
   table = latency_table.profile(net, space=space, num_threads=flag_values.latency_threads,
                                 dtype=flag_values.latency_dtype, runs=flag_values.latency_runs,
                                 calibration_networks=calibration_networks, progress=progress)
   table.settings['weights'] = source
   table.save(out_path)
-  folder.log(f'Latency table: {len(table.entries)} entries in {table.profile_seconds:.0f} s '
-             f'(overhead {table.overhead_ms:.4f} ms per block, {table.ms_per_weight_mb:.4f} ms '
-             f'per MB of weights) -> {out_path}')
+  scores = ', '.join(f'{name} {100 * mare:.1f}%'
+                     for name, mare in table.correction['leave_one_out_mare'].items())
+  folder.log(f'Latency table: {len(table.entries)} entries in {table.profile_seconds:.0f} s; '
+             f'correction {table.correction["name"]!r} (overhead {table.overhead_ms:.4f} ms per '
+             f'block, {table.ms_per_weight_mb:.4f} ms per MB of weights; leave-one-out error '
+             f'{scores or "not scored"}) -> {out_path}')
 
   count = flag_values.latency_check_subnets
   if count == 0:
