@@ -32,8 +32,10 @@ measured while the machine was busier gave 13-46%: LiteRT's XNNPACK 7x7 depthwis
 slower than its 5x5 one here and its time varies with load (1.4-2.4 ms for one layer), which
 dominates both the latency of k7 networks and the error.
 
-Statistic: each entry is the *minimum* over `rounds` fresh interpreters of `runs` timed invokes each
-(`statistic='median'` takes the median of the per-interpreter medians instead). On the shared 2-core
+Statistic: each entry is the *minimum* over `passes` x `rounds` fresh interpreters of `runs` timed
+invokes each (`statistic='median'` takes the median of the per-interpreter medians instead); the
+passes go over every entry in turn, so one slow spell of the host cannot spoil all of an entry's
+rounds (`_SpreadTimer`). On the shared 2-core
 machine this was built on, a network's per-interpreter median drifted by up to 35% between rounds
 (4.7-6.2 ms) while its minimum stayed within 2% (4.55-4.65 ms); thread CPU time drifted like wall
 time, so the variation is contention for the core (and its caches), not preemption. The minimum is
@@ -135,19 +137,57 @@ def convert_block(model, dtype: str = 'float32', seed: int = 0) -> bytes:
 
 
 
-def _measure_ms(data: bytes, num_threads: int, runs: int, warmup: int, rounds: int,
-                statistic: str) -> float:
-  """`statistic` over `rounds` fresh interpreters of each one's `statistic` over `runs` invokes.
+class _SpreadTimer:
+  """Times models in `passes` passes, so each model's rounds are spread over the whole job.
 
-  Fresh interpreters because one instance can be consistently slower than others (measured here:
-  the same depthwise block took 0.48 ms in most instances and 0.81 ms in one). With 'min' this is
-  the fastest invoke of all rounds, with 'median' the median of the per-round medians.
+  The shared host's slow spells last seconds to minutes, longer than the fraction of a second the
+  rounds of one model take back to back; so they all land in the same spell, and the minimum over
+  them does not help. Measured on the demo's int8 supernet: the same whole network took 0.66 ms in
+  one check and 0.40 ms in another, and a check run in a slow spell found 8 of 20 networks 18-46%
+  slower than their block sums. `add` times a model's first pass at once (for the progress
+  display); `finish` re-times every model `passes - 1` more times, each pass after all the others'
+  work, and returns `statistic` over every round of every pass.
+
+  Each round is a fresh interpreter because one instance can be consistently slower than others
+  (measured here: the same depthwise block took 0.48 ms in most instances and 0.81 ms in one).
+  With 'min' an entry is the fastest invoke of all rounds, with 'median' the median of the
+  per-round medians.
   """
-  values = []
-  for _ in range(rounds):
-    stats = litert_runner.measure_latency(data, (num_threads,), runs=runs, warmup=warmup)
-    values.append(getattr(stats[num_threads], f'{statistic}_ms'))
-  return float(np.min(values) if statistic == 'min' else np.median(values))
+
+  def __init__(self, num_threads: int, runs: int, warmup: int, rounds: int, statistic: str,
+               passes: int):
+    self._settings = (int(num_threads), int(runs), int(warmup), int(rounds), statistic)
+    self._passes = int(passes)
+    self._models, self._values = {}, {}
+
+  @classmethod
+  def for_table(cls, settings: dict) -> '_SpreadTimer':
+    return cls(settings['num_threads'], settings['runs'], settings['warmup'], settings['rounds'],
+               settings['statistic'], settings.get('passes', 1))
+
+  def _time_pass(self, key):
+    num_threads, runs, warmup, rounds, statistic = self._settings
+    for _ in range(rounds):
+      stats = litert_runner.measure_latency(self._models[key], (num_threads,), runs=runs,
+                                            warmup=warmup)
+      self._values[key].append(getattr(stats[num_threads], f'{statistic}_ms'))
+
+  def _statistic(self, key) -> float:
+    values = self._values[key]
+    return float(np.min(values) if self._settings[-1] == 'min' else np.median(values))
+
+  def add(self, key, data: bytes) -> float:
+    """Keeps `data` under `key`, times its first pass and returns that pass's figure."""
+    self._models[key], self._values[key] = data, []
+    self._time_pass(key)
+    return self._statistic(key)
+
+  def finish(self) -> dict:
+    """Times the remaining passes over every model; key -> ms over all passes."""
+    for _ in range(self._passes - 1):
+      for key in self._models:
+        self._time_pass(key)
+    return {key: self._statistic(key) for key in self._models}
 
 
 @dataclasses.dataclass
@@ -278,21 +318,21 @@ def _profiling_configs(space: sc.SearchSpace, resolution: int):
                           exit_number, resolution, pairs[0])
 
 
-def _check_settings(dtype, num_threads, runs, warmup, rounds, statistic):
+def _check_settings(dtype, num_threads, runs, warmup, rounds, statistic, passes):
   if dtype not in DTYPES:
     raise errors.ConfigError(f'latency table dtype {dtype!r} is not valid; valid: {DTYPES}')
   if statistic not in STATISTICS:
     raise errors.ConfigError(f'latency statistic {statistic!r} is not valid; valid: {STATISTICS}')
-  if int(num_threads) < 1 or int(runs) < 1 or int(warmup) < 0 or int(rounds) < 1:
+  if min(int(num_threads), int(runs), int(rounds), int(passes)) < 1 or int(warmup) < 0:
     raise errors.ConfigError(f'num_threads={num_threads}, runs={runs}, warmup={warmup}, '
-                             f'rounds={rounds}; expected num_threads, runs, rounds >= 1 and '
-                             'warmup >= 0')
+                             f'rounds={rounds}, passes={passes}; expected num_threads, runs, '
+                             'rounds, passes >= 1 and warmup >= 0')
 
 
 def profile(supernet, space: Optional[sc.SearchSpace] = None,
             resolutions: Optional[Sequence[int]] = None, num_threads: int = 1,
             dtype: str = 'float32', runs: int = 30, warmup: int = 5, rounds: int = 3,
-            statistic: str = 'min', calibration_networks: int = 8, seed: int = 1,
+            statistic: str = 'min', passes: int = 3, calibration_networks: int = 8, seed: int = 1,
             progress: Optional[Callable[[int, str, float], None]] = None) -> LatencyTable:
   """Measures every distinct block of `space` with LiteRT on this machine.
 
@@ -304,17 +344,19 @@ def profile(supernet, space: Optional[sc.SearchSpace] = None,
     dtype: 'float32' or 'int8' block models.
     runs: Timed invokes per interpreter.
     warmup: Untimed invokes first.
-    rounds: Fresh interpreters per entry (see `_measure_ms`).
+    rounds: Fresh interpreters per entry and pass (see `_SpreadTimer`).
+    passes: Times each entry is timed, in passes over all entries (see `_SpreadTimer`).
     statistic: 'min' or 'median' of each interpreter's runs (see the module docstring).
     calibration_networks: Random sub-networks of `space` timed whole to choose and fit the
       correction (`fit_correction`; 0 keeps the plain block sum).
     seed: Seeds the calibration draw (`validate` draws with its own seed, default 0).
-    progress: Called as progress(entries_done, key, ms) after each entry.
+    progress: Called as progress(entries_done, key, ms) after each entry's first pass, with
+      that pass's figure; the final entries take every pass into account.
 
   Returns:
     A `LatencyTable`.
   """
-  _check_settings(dtype, num_threads, runs, warmup, rounds, statistic)
+  _check_settings(dtype, num_threads, runs, warmup, rounds, statistic, passes)
   start = time.perf_counter()
   full_space = supernet.search_space(resolutions=resolutions or sc.DEFAULT_RESOLUTIONS)
   space = full_space if space is None else space
@@ -322,9 +364,7 @@ def profile(supernet, space: Optional[sc.SearchSpace] = None,
     space = dataclasses.replace(space, resolutions=tuple(resolutions))
   exits = list(space.exits)
 
-  def measure(data):
-    return _measure_ms(data, num_threads, runs, warmup, rounds, statistic)
-
+  timer = _SpreadTimer(num_threads, runs, warmup, rounds, statistic, passes)
   entries = {}
   for resolution in space.resolutions:
     for config in _profiling_configs(space, resolution):
@@ -343,8 +383,8 @@ def profile(supernet, space: Optional[sc.SearchSpace] = None,
         if not names:
           raise errors.ConfigError(f'extracted model has no layers for block {block.scope}')
         part = graph_slice.slice_layer_group(model, names, name='block')
-        entries[key] = measure(convert_block(part, dtype))
-        logging.info('latency table: %s = %.4f ms', key, entries[key])
+        entries[key] = timer.add(key, convert_block(part, dtype))
+        logging.info('latency table: %s = %.4f ms (first pass)', key, entries[key])
         if progress is not None:
           progress(len(entries), key, entries[key])
   settings = {'variant': supernet.variant.name, 'num_classes': supernet.num_classes,
@@ -354,7 +394,8 @@ def profile(supernet, space: Optional[sc.SearchSpace] = None,
               'profiled_expand_ratios': list(space.expand_ratios),
               'resolutions': list(space.resolutions), 'exits': exits, 'dtype': dtype,
               'num_threads': int(num_threads), 'runs': int(runs), 'warmup': int(warmup),
-              'rounds': int(rounds), 'statistic': statistic}
+              'rounds': int(rounds), 'passes': int(passes), 'statistic': statistic}
+  entries = timer.finish()
   table = LatencyTable(entries=entries, overhead_ms=0.0, settings=settings,
                        machine=machine_description(num_threads))
   calibrate(table, supernet, space, int(calibration_networks), seed)
@@ -362,11 +403,16 @@ def profile(supernet, space: Optional[sc.SearchSpace] = None,
   return table
 
 
-def _measure_network(table: LatencyTable, supernet, config: sc.SubnetConfig) -> float:
-  """Converts and times the whole extracted model of `config` with the table's settings."""
-  s = table.settings
-  data = convert_block(extraction.extract(supernet, config), s['dtype'])
-  return _measure_ms(data, s['num_threads'], s['runs'], s['warmup'], s['rounds'], s['statistic'])
+def _measure_networks(table: LatencyTable, supernet, configs) -> list:
+  """Converts the whole extracted models of `configs`, then times them with the table's settings.
+
+  All are converted first, so their timing passes are spread over the time the others take.
+  """
+  timer = _SpreadTimer.for_table(table.settings)
+  for i, config in enumerate(configs):
+    timer.add(i, convert_block(extraction.extract(supernet, config), table.settings['dtype']))
+  measured = timer.finish()
+  return [measured[i] for i in range(len(configs))]
 
 
 def _sample(table: LatencyTable, supernet, count: int, seed: int,
@@ -467,10 +513,10 @@ def calibrate(table: LatencyTable, supernet, space: Optional[sc.SearchSpace] = N
   See `fit_correction` for the choice between the plain block sum, a per-block overhead, and an
   overhead plus a per-MB weight cost; `table.correction` records which won and why.
   """
+  configs = _sample(table, supernet, max(int(count), 0), seed, space)
   table.calibration = []
-  for config in _sample(table, supernet, max(int(count), 0), seed, space):
-    table.calibration.append({'config': str(config),
-                              'measured_ms': _measure_network(table, supernet, config),
+  for config, measured in zip(configs, _measure_networks(table, supernet, configs)):
+    table.calibration.append({'config': str(config), 'measured_ms': measured,
                               'block_sum_ms': table.block_sum_ms(config),
                               'blocks': len(table.blocks(config)),
                               'weight_mb': table.weight_mb(config)})
@@ -510,7 +556,7 @@ def validate(table: LatencyTable, supernet, count: int = 20, seed: int = 0,
   """Compares the table's predictions with measurements of `count` random sub-networks.
 
   Each sub-network is extracted, converted (the table's dtype; int8 calibrated on random inputs)
-  and timed with the table's threads, runs, warmup, rounds and statistic.
+  and timed with the table's threads, runs, warmup, rounds, passes and statistic.
 
   Args:
     table: The table (profiled for `supernet`'s architecture on this machine).
@@ -531,7 +577,7 @@ def validate(table: LatencyTable, supernet, count: int = 20, seed: int = 0,
   if configs is None:
     configs = _sample(table, supernet, count, seed, space)
   predicted = [table.predict(config) for config in configs]
-  measured = [_measure_network(table, supernet, config) for config in configs]
+  measured = _measure_networks(table, supernet, configs)
   predicted, measured = np.array(predicted), np.array(measured)
   rel = (predicted - measured) / measured
   return ValidationResult(configs=tuple(str(c) for c in configs),

@@ -5,8 +5,11 @@ ofav2_tf.block_shapes (the block list it is keyed by)."""
 import os
 import tempfile
 
+from unittest import mock
+
 import numpy as np
 import tensorflow as tf
+import tf_keras
 
 from export import graph_slice
 from ofav2_tf import block_shapes
@@ -165,6 +168,32 @@ class LatencyTableTest(tf.test.TestCase):
       self.assertEqual(row['blocks'], len(table.blocks(calibrated)))
       self.assertAlmostEqual(row['weight_mb'], table.weight_mb(calibrated))
       self.assertGreater(row['measured_ms'], 0)
+
+  def test_passes_go_over_every_model_in_turn(self):
+    config = self.space.max_config()
+    model, stem = extraction.extract(self.net, config), self.table.blocks(config)[0]
+    first = graph_slice.slice_layer_group(
+        model, [l.name for l in model.layers if stem.owns_layer(l.name)], name='block')
+    second = tf_keras.Sequential([tf_keras.Input((RES, RES, 3)), tf_keras.layers.Conv2D(4, 3)])
+    models = {'a': latency_table.convert_block(first), 'b': latency_table.convert_block(second)}
+    timed, measure = [], latency_table.litert_runner.measure_latency
+
+    def recording(data, *args, **kwargs):
+      stats = measure(data, *args, **kwargs)
+      timed.append((next(k for k, v in models.items() if v is data), stats[1].min_ms))
+      return stats
+
+    timer = latency_table._SpreadTimer(1, 3, 1, rounds=2, statistic='min', passes=3)
+    with mock.patch.object(latency_table.litert_runner, 'measure_latency', recording):
+      first_pass = {key: timer.add(key, data) for key, data in models.items()}
+      self.assertEqual([k for k, _ in timed], ['a', 'a', 'b', 'b'])
+      final = timer.finish()
+    self.assertEqual([k for k, _ in timed], ['a', 'a', 'b', 'b'] * 3)
+    for key in models:
+      values = [ms for k, ms in timed if k == key]
+      self.assertEqual(first_pass[key], min(values[:2]))
+      self.assertEqual(final[key], min(values))
+    self.assertEqual(self.table.settings['passes'], 3)
 
   def test_json_round_trip(self):
     path = os.path.join(tempfile.mkdtemp(), 'lut.json')
