@@ -10,19 +10,22 @@ network runs for that block.
 A whole network is not exactly the sum of its blocks timed alone, for two measured reasons:
 - every timed block model pays the fixed cost of an invoke (dispatch, the Python call, tensors
   crossing the model boundary) that a whole network pays once: `overhead_ms` per block;
-- a block timed alone keeps its weights in the core's cache between invokes, while a network with
-  megabytes of weights streams them from the shared cache or memory on every invoke. Measured here
-  (width 1.0, 64 px, float32): the uniform k3/e3 network with all five heads (19.6 MB of weights)
-  took 2.65 ms whole against 1.55 ms for the sum of its blocks, the k7/e6 one 17.3 against 13.8 ms.
-  This costs `ms_per_weight_mb` per MB of the network's weights.
+- a block timed alone keeps its weights in the core's L2 cache between invokes, while a network
+  whose weights overflow L2 reads the rest from the shared cache or memory on every invoke.
+  Measured here (width 1.0, 64 px, float32): the uniform k3/e3 network with all five heads
+  (19.6 MB of weights) took 2.65 ms whole against 1.55 ms for the sum of its blocks, the k7/e6 one
+  17.3 against 13.8 ms. On the demo's int8 width-0.5 supernet (L2 1 MiB per core), networks with
+  0.2-0.8 MB of weights ran at 1.00-1.10x their block sums and those with 1.04-1.15 MB at
+  1.16-1.23x. This costs `ms_per_streamed_mb` per MB of weights beyond L2 (`streamed_mb`).
 So the prediction is
-  predicted = sum of block entries - (blocks - 1) * overhead_ms + weight MB * ms_per_weight_mb,
+  predicted = sum of block entries - (blocks - 1) * overhead_ms + streamed MB * ms_per_streamed_mb,
 with the constants fitted once per table on `calibration_networks` random sub-networks converted
 and timed whole (`LatencyTable.calibration` keeps them). Whether either term is worth fitting
 depends on the network and machine, so `fit_correction` picks the plain sum, the overhead alone or
-both by leave-one-out error on those networks (`LatencyTable.correction` records the choice): on
-the demo's int8 width-0.5 supernet, whose weights fit in cache, always fitting both terms gave
-15.2% error on 20 random networks where the plain sum gave 8.2%.
+both by leave-one-out error on those networks (`LatencyTable.correction` records the choice).
+Version 1 tables fitted both terms always, on all the weights: on the demo's supernet one
+calibration network with 1.15 MB set 0.72 ms per MB, which over-predicted networks with 0.8 MB
+(still in L2) by up to 75%, and the table's error on 20 random networks was 15.2%.
 
 Measured (EE_D, width 1.0, 200 classes, 64 px, float32, 1 thread, this shared 2-core VM): profiling
 took 126 s for 107 entries plus 4 calibration networks (overhead -0.01 ms, 0.066 ms per MB); on 20
@@ -76,7 +79,31 @@ from ofav2_tf import subnet_config as sc
 DTYPES = ('float32', 'int8')
 STATISTICS = ('min', 'median')
 FORMAT = 'ofav2-latency-table'
-VERSION = 1
+VERSION = 2  # 2: the streaming term counts only weights beyond the L2 cache.
+
+
+def l2_cache_bytes(cpu_dir: str = '/sys/devices/system/cpu/cpu0/cache') -> Optional[int]:
+  """Size of the first core's level-2 data (or unified) cache from Linux's sysfs; None if unknown."""
+  try:
+    indexes = sorted(os.listdir(cpu_dir))
+  except OSError:
+    return None
+  for index in indexes:
+    def read(name, index=index):
+      with open(os.path.join(cpu_dir, index, name), encoding='utf-8') as f:
+        return f.read().strip()
+    try:
+      if read('level') != '2' or read('type') == 'Instruction':
+        continue
+      size = read('size')
+    except OSError:
+      continue
+    units = {'K': 1024, 'M': 1024 ** 2, 'G': 1024 ** 3}
+    if size[-1:].upper() in units and size[:-1].isdigit():
+      return int(size[:-1]) * units[size[-1].upper()]
+    if size.isdigit():
+      return int(size)
+  return None
 
 
 def machine_description(num_threads: int) -> dict:
@@ -98,7 +125,8 @@ def machine_description(num_threads: int) -> dict:
       return None
 
   return {'platform': platform.platform(), 'machine': platform.machine(), 'cpu': cpu,
-          'cpu_count': os.cpu_count(), 'threads': int(num_threads),
+          'cpu_count': os.cpu_count(), 'l2_cache_bytes': l2_cache_bytes(),
+          'threads': int(num_threads),
           'litert': version('ai-edge-litert'), 'tensorflow': tf.__version__,
           'python': platform.python_version()}
 
@@ -199,13 +227,14 @@ class LatencyTable:
       docstring for the statistic), invoke overhead included.
     overhead_ms: Per-block invoke overhead, calibrated on whole networks (module docstring);
       0 when the chosen correction leaves it out.
-    ms_per_weight_mb: Cost of streaming the network's weights, per MB, calibrated likewise.
+    ms_per_streamed_mb: Cost per MB of the network's weights beyond the core's L2 cache
+      (`streamed_mb`), calibrated likewise.
     settings: What was profiled: variant, num_classes, width_multiplier, expand_ratios,
       kernel_sizes, profiled_expand_ratios, resolutions, exits, dtype, num_threads, runs,
       warmup, rounds, statistic.
     machine: `machine_description()` of the machine measured on.
     calibration: The whole networks the two constants were fitted on: config, measured_ms,
-      block_sum_ms, blocks, weight_mb.
+      block_sum_ms, blocks, weight_mb, streamed_mb.
     correction: The correction `fit_correction` chose: name (a key of `CORRECTIONS`) and
       leave_one_out_mare per candidate scored.
     profile_seconds: Wall time the profiling took.
@@ -215,7 +244,7 @@ class LatencyTable:
   overhead_ms: float
   settings: dict
   machine: dict
-  ms_per_weight_mb: float = 0.0
+  ms_per_streamed_mb: float = 0.0
   calibration: list = dataclasses.field(default_factory=list)
   correction: dict = dataclasses.field(default_factory=dict)
   profile_seconds: float = 0.0
@@ -252,16 +281,26 @@ class LatencyTable:
     per_weight = 1 if self.settings['dtype'] == 'int8' else 4
     return sum(b.weights for b in self.blocks(config, exits)) * per_weight / 1e6
 
+  def streamed_mb(self, config: sc.SubnetConfig, exits: Optional[Sequence[int]] = None
+                  ) -> float:
+    """Megabytes of weights beyond the L2 cache of the table's machine (all of them if unknown).
+
+    A block timed alone keeps its weights in L2 between invokes; a whole network whose weights
+    overflow it reads the rest from L3 on every invoke (module docstring).
+    """
+    cache_mb = (self.machine.get('l2_cache_bytes') or 0) / 1e6
+    return max(0.0, self.weight_mb(config, exits) - cache_mb)
+
   def predict(self, config: sc.SubnetConfig, exits: Optional[Sequence[int]] = None) -> float:
     """Predicted latency in ms of the extracted model of `config` (heads of `exits` included)."""
     count = len(self.blocks(config, exits))
     return (self.block_sum_ms(config, exits) - (count - 1) * self.overhead_ms +
-            self.weight_mb(config, exits) * self.ms_per_weight_mb)
+            self.streamed_mb(config, exits) * self.ms_per_streamed_mb)
 
   def to_dict(self) -> dict:
     return {'format': FORMAT, 'version': VERSION, 'machine': self.machine,
             'settings': self.settings, 'overhead_ms': self.overhead_ms,
-            'ms_per_weight_mb': self.ms_per_weight_mb, 'calibration': self.calibration,
+            'ms_per_streamed_mb': self.ms_per_streamed_mb, 'calibration': self.calibration,
             'correction': self.correction,
             'profile_seconds': self.profile_seconds, 'entries': dict(sorted(self.entries.items()))}
 
@@ -277,7 +316,8 @@ class LatencyTable:
       raise errors.ConfigError(f'latency table {source} lacks field(s) {missing}')
     return cls(entries={str(k): float(v) for k, v in data['entries'].items()},
                overhead_ms=float(data['overhead_ms']), settings=data['settings'],
-               machine=data['machine'], ms_per_weight_mb=float(data.get('ms_per_weight_mb', 0.0)),
+               machine=data['machine'],
+               ms_per_streamed_mb=float(data.get('ms_per_streamed_mb', 0.0)),
                calibration=list(data.get('calibration', [])),
                correction=dict(data.get('correction', {})),
                profile_seconds=float(data.get('profile_seconds', 0.0)))
@@ -431,13 +471,13 @@ def _sample(table: LatencyTable, supernet, count: int, seed: int,
 CORRECTIONS = {
     'none': (),
     'overhead': ('overhead',),
-    'overhead+weights': ('overhead', 'weights'),
+    'overhead+streaming': ('overhead', 'streaming'),
 }
 
 
 def _correction_features(row: dict, terms) -> list:
   """Per-term regressors: measured - block sum = sum of coefficient * feature."""
-  features = {'overhead': -(row['blocks'] - 1), 'weights': row['weight_mb']}
+  features = {'overhead': -(row['blocks'] - 1), 'streaming': row['streamed_mb']}
   return [features[t] for t in terms]
 
 
@@ -448,21 +488,21 @@ def _fit_terms(rows: Sequence[dict], terms) -> Optional[dict]:
   reports; unweighted, the largest network sets the constants for all. A negative weight cost
   (streaming weights making a network faster) is rejected rather than clipped.
   """
-  coefficients = {'overhead': 0.0, 'weights': 0.0}
+  coefficients = {'overhead': 0.0, 'streaming': 0.0}
   if terms:
     scale = np.array([1.0 / r['measured_ms'] for r in rows])
     a = np.array([_correction_features(r, terms) for r in rows], np.float64) * scale[:, None]
     y = np.array([r['measured_ms'] - r['block_sum_ms'] for r in rows]) * scale
     solution, *_ = np.linalg.lstsq(a, y, rcond=None)
     coefficients.update(zip(terms, (float(v) for v in solution)))
-  if coefficients['weights'] < 0:
+  if coefficients['streaming'] < 0:
     return None
   return coefficients
 
 
 def _corrected(row: dict, coefficients: dict) -> float:
   return (row['block_sum_ms'] - (row['blocks'] - 1) * coefficients['overhead'] +
-          row['weight_mb'] * coefficients['weights'])
+          row['streamed_mb'] * coefficients['streaming'])
 
 
 def fit_correction(rows: Sequence[dict]) -> dict:
@@ -477,14 +517,14 @@ def fit_correction(rows: Sequence[dict]) -> dict:
   only when each leave-one-out fit has more rows than coefficients.
 
   Args:
-    rows: Whole networks measured: dicts with measured_ms, block_sum_ms, blocks, weight_mb.
+    rows: Whole networks measured: dicts with measured_ms, block_sum_ms, blocks, streamed_mb.
 
   Returns:
-    {'correction': name, 'overhead_ms', 'ms_per_weight_mb', 'leave_one_out_mare': {name: MARE}}.
+    {'correction': name, 'overhead_ms', 'ms_per_streamed_mb', 'leave_one_out_mare': {name: MARE}}.
   """
   rows = list(rows)
   if not rows:
-    return {'correction': 'none', 'overhead_ms': 0.0, 'ms_per_weight_mb': 0.0,
+    return {'correction': 'none', 'overhead_ms': 0.0, 'ms_per_streamed_mb': 0.0,
             'leave_one_out_mare': {}}
   scores = {}
   for name, terms in CORRECTIONS.items():
@@ -503,7 +543,7 @@ def fit_correction(rows: Sequence[dict]) -> dict:
   best = min(scores, key=lambda n: (scores[n], list(CORRECTIONS).index(n)))
   coefficients = _fit_terms(rows, CORRECTIONS[best])
   return {'correction': best, 'overhead_ms': coefficients['overhead'],
-          'ms_per_weight_mb': coefficients['weights'], 'leave_one_out_mare': scores}
+          'ms_per_streamed_mb': coefficients['streaming'], 'leave_one_out_mare': scores}
 
 
 def calibrate(table: LatencyTable, supernet, space: Optional[sc.SearchSpace] = None,
@@ -519,9 +559,10 @@ def calibrate(table: LatencyTable, supernet, space: Optional[sc.SearchSpace] = N
     table.calibration.append({'config': str(config), 'measured_ms': measured,
                               'block_sum_ms': table.block_sum_ms(config),
                               'blocks': len(table.blocks(config)),
-                              'weight_mb': table.weight_mb(config)})
+                              'weight_mb': table.weight_mb(config),
+                              'streamed_mb': table.streamed_mb(config)})
   fit = fit_correction(table.calibration)
-  table.overhead_ms, table.ms_per_weight_mb = fit['overhead_ms'], fit['ms_per_weight_mb']
+  table.overhead_ms, table.ms_per_streamed_mb = fit['overhead_ms'], fit['ms_per_streamed_mb']
   table.correction = {'name': fit['correction'], 'leave_one_out_mare': fit['leave_one_out_mare']}
   return table
 

@@ -2,6 +2,7 @@
 ofav2_tf.block_shapes (the block list it is keyed by)."""
 # bazel: size=medium
 
+import dataclasses
 import os
 import tempfile
 
@@ -73,7 +74,7 @@ def _rows(truth, count=8, noise=0.03, seed=0):
   rows = []
   for _ in range(count):
     row = {'block_sum_ms': float(rng.uniform(0.2, 3.0)), 'blocks': int(rng.integers(5, 32)),
-           'weight_mb': float(rng.uniform(0.02, 1.2))}
+           'streamed_mb': float(rng.uniform(0.02, 1.2))}
     row['measured_ms'] = truth(row) * (1 + noise * float(rng.uniform(-1, 1)))
     rows.append(row)
   return rows
@@ -85,32 +86,33 @@ class FitCorrectionTest(tf.test.TestCase):
   def test_plain_sums_keep_no_correction(self):
     fit = latency_table.fit_correction(_rows(lambda r: r['block_sum_ms']))
     self.assertEqual(fit['correction'], 'none')
-    self.assertEqual((fit['overhead_ms'], fit['ms_per_weight_mb']), (0.0, 0.0))
+    self.assertEqual((fit['overhead_ms'], fit['ms_per_streamed_mb']), (0.0, 0.0))
     self.assertCountEqual(fit['leave_one_out_mare'], latency_table.CORRECTIONS)
 
   def test_overhead_and_weight_costs_are_recovered(self):
-    rows = _rows(lambda r: r['block_sum_ms'] - 0.02 * (r['blocks'] - 1) + 0.8 * r['weight_mb'],
+    rows = _rows(lambda r: r['block_sum_ms'] - 0.02 * (r['blocks'] - 1) + 0.8 * r['streamed_mb'],
                  count=10, noise=0.005)
     fit = latency_table.fit_correction(rows)
-    self.assertEqual(fit['correction'], 'overhead+weights')
-    self.assertAllClose([fit['overhead_ms'], fit['ms_per_weight_mb']], [0.02, 0.8], rtol=0.2)
-    self.assertLess(fit['leave_one_out_mare']['overhead+weights'],
+    self.assertEqual(fit['correction'], 'overhead+streaming')
+    self.assertAllClose([fit['overhead_ms'], fit['ms_per_streamed_mb']], [0.02, 0.8], rtol=0.2)
+    self.assertLess(fit['leave_one_out_mare']['overhead+streaming'],
                     fit['leave_one_out_mare']['none'] / 3)
 
   def test_overhead_alone(self):
     fit = latency_table.fit_correction(
         _rows(lambda r: r['block_sum_ms'] - 0.01 * (r['blocks'] - 1), noise=0.002))
-    self.assertIn(fit['correction'], ('overhead', 'overhead+weights'))
+    self.assertIn(fit['correction'], ('overhead', 'overhead+streaming'))
     self.assertAllClose(fit['overhead_ms'], 0.01, rtol=0.2)
-    self.assertAllClose(fit['ms_per_weight_mb'], 0.0, atol=0.05)
+    self.assertAllClose(fit['ms_per_streamed_mb'], 0.0, atol=0.05)
 
   def test_one_slow_network_does_not_buy_a_weight_term(self):
-    # The four int8 calibration networks of the demo's table on 2026-11-27 (32-40 px): always
-    # fitting both terms gave 0.72 ms per MB from the 3.0 ms one and 15.2% error on 20 others.
-    rows = [{'measured_ms': 0.4125, 'block_sum_ms': 0.4292, 'blocks': 13, 'weight_mb': 0.1725},
-            {'measured_ms': 1.3924, 'block_sum_ms': 1.3278, 'blocks': 19, 'weight_mb': 0.4229},
-            {'measured_ms': 3.0051, 'block_sum_ms': 2.5012, 'blocks': 31, 'weight_mb': 1.1499},
-            {'measured_ms': 0.5144, 'block_sum_ms': 0.5164, 'blocks': 17, 'weight_mb': 0.2019}]
+    # The four int8 calibration networks of the demo's version-1 table on 2026-11-27 (32-40 px),
+    # all of whose weights counted as streamed: always fitting both terms gave 0.72 ms per MB from
+    # the 3.0 ms one and 15.2% error on 20 others.
+    rows = [{'measured_ms': 0.4125, 'block_sum_ms': 0.4292, 'blocks': 13, 'streamed_mb': 0.1725},
+            {'measured_ms': 1.3924, 'block_sum_ms': 1.3278, 'blocks': 19, 'streamed_mb': 0.4229},
+            {'measured_ms': 3.0051, 'block_sum_ms': 2.5012, 'blocks': 31, 'streamed_mb': 1.1499},
+            {'measured_ms': 0.5144, 'block_sum_ms': 0.5164, 'blocks': 17, 'streamed_mb': 0.2019}]
     self.assertEqual(latency_table.fit_correction(rows)['correction'], 'none')
 
   def test_too_few_networks_score_only_what_they_can(self):
@@ -120,10 +122,10 @@ class FitCorrectionTest(tf.test.TestCase):
     self.assertEqual((empty['correction'], empty['leave_one_out_mare']), ('none', {}))
 
   def test_negative_weight_cost_is_not_fitted(self):
-    rows = _rows(lambda r: r['block_sum_ms'] - 0.5 * r['weight_mb'], noise=0.0)
+    rows = _rows(lambda r: r['block_sum_ms'] - 0.5 * r['streamed_mb'], noise=0.0)
     fit = latency_table.fit_correction(rows)
-    self.assertNotIn('overhead+weights', fit['leave_one_out_mare'])
-    self.assertGreaterEqual(fit['ms_per_weight_mb'], 0.0)
+    self.assertNotIn('overhead+streaming', fit['leave_one_out_mare'])
+    self.assertGreaterEqual(fit['ms_per_streamed_mb'], 0.0)
 
 
 class LatencyTableTest(tf.test.TestCase):
@@ -149,7 +151,7 @@ class LatencyTableTest(tf.test.TestCase):
     self.assertTrue(all(v > 0 for v in self.table.entries.values()))
     self.assertLen(self.table.calibration, 2)
     self.assertIn(self.table.correction['name'], latency_table.CORRECTIONS)
-    self.assertGreaterEqual(self.table.ms_per_weight_mb, 0.0)
+    self.assertGreaterEqual(self.table.ms_per_streamed_mb, 0.0)
     self.assertEqual(self.table.machine['threads'], 1)
     self.assertIn('cpu', self.table.machine)
     self.assertTrue(self.table.machine['litert'])
@@ -159,15 +161,41 @@ class LatencyTableTest(tf.test.TestCase):
     blocks = self.table.blocks(config)
     weight_mb = sum(b.weights for b in blocks) * 4 / 1e6  # float32 table
     table = self.table
+    l2_mb = (table.machine['l2_cache_bytes'] or 0) / 1e6
+    self.assertAlmostEqual(table.streamed_mb(config), max(0.0, weight_mb - l2_mb))
     expected = (sum(table.entries[b.key] for b in blocks) - (len(blocks) - 1) * table.overhead_ms +
-                weight_mb * table.ms_per_weight_mb)
+                max(0.0, weight_mb - l2_mb) * table.ms_per_streamed_mb)
     self.assertAlmostEqual(self.table.predict(config), expected)
     for row in self.table.calibration:  # What the two constants were fitted on.
       calibrated = subnet_config.SubnetConfig.from_string(row['config'])
       self.assertAlmostEqual(row['block_sum_ms'], table.block_sum_ms(calibrated))
       self.assertEqual(row['blocks'], len(table.blocks(calibrated)))
       self.assertAlmostEqual(row['weight_mb'], table.weight_mb(calibrated))
+      self.assertAlmostEqual(row['streamed_mb'], table.streamed_mb(calibrated))
       self.assertGreater(row['measured_ms'], 0)
+
+  def test_only_weights_beyond_l2_are_streamed(self):
+    config = self.space.max_config()
+    weight_mb = self.table.weight_mb(config)
+    for l2_bytes, streamed in ((None, weight_mb), (0, weight_mb),
+                               (int(weight_mb * 1e6) // 2, weight_mb - int(weight_mb * 1e6) // 2 / 1e6),
+                               (int(weight_mb * 1e6) + 1, 0.0)):
+      table = dataclasses.replace(self.table, machine=dict(self.table.machine,
+                                                           l2_cache_bytes=l2_bytes))
+      self.assertAlmostEqual(table.streamed_mb(config), streamed)
+
+  def test_l2_cache_size_is_read_from_sysfs(self):
+    root = tempfile.mkdtemp()
+    for index, (level, kind, size) in enumerate(
+        (('1', 'Data', '48K'), ('1', 'Instruction', '32K'), ('2', 'Unified', '2048K'),
+         ('3', 'Unified', '36M'))):
+      os.makedirs(os.path.join(root, f'index{index}'))
+      for name, value in (('level', level), ('type', kind), ('size', size)):
+        with open(os.path.join(root, f'index{index}', name), 'w', encoding='utf-8') as f:
+          f.write(value + '\n')
+    self.assertEqual(latency_table.l2_cache_bytes(root), 2048 * 1024)
+    self.assertIsNone(latency_table.l2_cache_bytes(os.path.join(root, 'missing')))
+    self.assertIn('l2_cache_bytes', self.table.machine)
 
   def test_passes_go_over_every_model_in_turn(self):
     config = self.space.max_config()

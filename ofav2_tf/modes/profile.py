@@ -114,8 +114,8 @@ def profile(flag_values):
                      for name, mare in table.correction['leave_one_out_mare'].items())
   folder.log(f'Latency table: {len(table.entries)} entries in {table.profile_seconds:.0f} s; '
              f'correction {table.correction["name"]!r} (overhead {table.overhead_ms:.4f} ms per '
-             f'block, {table.ms_per_weight_mb:.4f} ms per MB of weights; leave-one-out error '
-             f'{scores or "not scored"}) -> {out_path}')
+             f'block, {table.ms_per_streamed_mb:.4f} ms per MB of weights beyond L2; '
+             f'leave-one-out error {scores or "not scored"}) -> {out_path}')
 
   count = flag_values.latency_check_subnets
   if count == 0:
