@@ -512,10 +512,11 @@ def fit_correction(rows: Sequence[dict]) -> dict:
   """Chooses and fits the whole-network correction by leave-one-out error on `rows`.
 
   Which correction a table needs depends on the network and the machine: the weight-streaming
-  term is worth 40% on a float32 width-1.0 network with 20 MB of weights, and nothing on an int8
-  width-0.5 one whose 0.2-1.2 MB stay in cache, where fitting it anyway let one noisy calibration
-  network (3.0 ms measured against a 2.5 ms block sum) raise deep networks' predictions by up to
-  75%. So each candidate of `CORRECTIONS` is scored by the mean absolute relative error of its
+  term is worth 40% on a float32 width-1.0 network with 20 MB of weights, and little on an int8
+  width-0.5 one whose 0.1-1.2 MB mostly fit in L2. There, a calibration set with one network
+  beyond L2 cannot tell a streaming cost from noise, and fitting both terms always (version 1,
+  on all weights) let that network (3.0 ms against a 2.5 ms block sum) raise other networks'
+  predictions by up to 75%. So each candidate of `CORRECTIONS` is scored by the mean absolute relative error of its
   leave-one-out predictions, and the simplest one with the lowest score wins. A candidate is scored
   only when each leave-one-out fit has more rows than coefficients.
 
