@@ -313,7 +313,7 @@ class LatencyTable:
       raise errors.ConfigError(f'{source} is not a latency table (format {FORMAT!r} expected)')
     if data.get('version') != VERSION:
       raise errors.ConfigError(f'{source} has latency table version {data.get("version")}; this '
-                               f'code reads version {VERSION}')
+                               f'code reads version {VERSION}: profile again (--mode=profile)')
     missing = [k for k in ('machine', 'settings', 'overhead_ms', 'entries') if k not in data]
     if missing:
       raise errors.ConfigError(f'latency table {source} lacks field(s) {missing}')

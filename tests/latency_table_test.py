@@ -252,6 +252,8 @@ class LatencyTableTest(tf.test.TestCase):
       latency_table.LatencyTable.load('/nonexistent/lut.json')
     with self.assertRaisesRegex(errors.ConfigError, 'not a latency table'):
       latency_table.LatencyTable.from_dict({'format': 'other'})
+    with self.assertRaisesRegex(errors.ConfigError, 'version 1; .* reads version 2: profile again'):
+      latency_table.LatencyTable.from_dict(dict(self.table.to_dict(), version=1))
 
 
 if __name__ == '__main__':
