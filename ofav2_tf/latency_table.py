@@ -86,19 +86,20 @@ VERSION = 2  # 2: the streaming term counts only weights beyond the L2 cache.
 
 
 def l2_cache_bytes(cpu_dir: str = '/sys/devices/system/cpu/cpu0/cache') -> Optional[int]:
-  """Size of the first core's level-2 data (or unified) cache from Linux's sysfs; None if unknown."""
+  """Bytes of the first core's level-2 data or unified cache (Linux sysfs); None if unknown."""
+  def read(index, name):
+    with open(os.path.join(cpu_dir, index, name), encoding='utf-8') as f:
+      return f.read().strip()
+
   try:
     indexes = sorted(os.listdir(cpu_dir))
   except OSError:
     return None
   for index in indexes:
-    def read(name, index=index):
-      with open(os.path.join(cpu_dir, index, name), encoding='utf-8') as f:
-        return f.read().strip()
     try:
-      if read('level') != '2' or read('type') == 'Instruction':
+      if read(index, 'level') != '2' or read(index, 'type') == 'Instruction':
         continue
-      size = read('size')
+      size = read(index, 'size')
     except OSError:
       continue
     units = {'K': 1024, 'M': 1024 ** 2, 'G': 1024 ** 3}
@@ -187,25 +188,24 @@ class _SpreadTimer:
 
   def __init__(self, num_threads: int, runs: int, warmup: int, rounds: int, statistic: str,
                passes: int):
-    self._settings = (int(num_threads), int(runs), int(warmup), int(rounds), statistic)
-    self._passes = int(passes)
+    self._num_threads, self._runs, self._warmup = int(num_threads), int(runs), int(warmup)
+    self._rounds, self._statistic_name, self._passes = int(rounds), statistic, int(passes)
     self._models, self._values = {}, {}
 
   @classmethod
   def for_table(cls, settings: dict) -> '_SpreadTimer':
     return cls(settings['num_threads'], settings['runs'], settings['warmup'], settings['rounds'],
-               settings['statistic'], settings.get('passes', 1))
+               settings['statistic'], settings['passes'])
 
   def _time_pass(self, key):
-    num_threads, runs, warmup, rounds, statistic = self._settings
-    for _ in range(rounds):
-      stats = litert_runner.measure_latency(self._models[key], (num_threads,), runs=runs,
-                                            warmup=warmup)
-      self._values[key].append(getattr(stats[num_threads], f'{statistic}_ms'))
+    for _ in range(self._rounds):
+      stats = litert_runner.measure_latency(self._models[key], (self._num_threads,),
+                                            runs=self._runs, warmup=self._warmup)
+      self._values[key].append(getattr(stats[self._num_threads], f'{self._statistic_name}_ms'))
 
   def _statistic(self, key) -> float:
     values = self._values[key]
-    return float(np.min(values) if self._settings[-1] == 'min' else np.median(values))
+    return float(np.min(values) if self._statistic_name == 'min' else np.median(values))
 
   def add(self, key, data: bytes) -> float:
     """Keeps `data` under `key`, times its first pass and returns that pass's figure."""
@@ -234,7 +234,7 @@ class LatencyTable:
       (`streamed_mb`), calibrated likewise.
     settings: What was profiled: variant, num_classes, width_multiplier, expand_ratios,
       kernel_sizes, profiled_expand_ratios, resolutions, exits, dtype, num_threads, runs,
-      warmup, rounds, statistic.
+      warmup, rounds, passes, statistic.
     machine: `machine_description()` of the machine measured on.
     calibration: The whole networks the two constants were fitted on: config, measured_ms,
       block_sum_ms, blocks, weight_mb, streamed_mb.
@@ -294,11 +294,17 @@ class LatencyTable:
     cache_mb = (self.machine.get('l2_cache_bytes') or 0) / 1e6
     return max(0.0, self.weight_mb(config, exits) - cache_mb)
 
+  def network_row(self, config: sc.SubnetConfig, exits: Optional[Sequence[int]] = None) -> dict:
+    """What the correction reads of a network: block_sum_ms, blocks, weight_mb, streamed_mb."""
+    return {'block_sum_ms': self.block_sum_ms(config, exits),
+            'blocks': len(self.blocks(config, exits)),
+            'weight_mb': self.weight_mb(config, exits),
+            'streamed_mb': self.streamed_mb(config, exits)}
+
   def predict(self, config: sc.SubnetConfig, exits: Optional[Sequence[int]] = None) -> float:
     """Predicted latency in ms of the extracted model of `config` (heads of `exits` included)."""
-    count = len(self.blocks(config, exits))
-    return (self.block_sum_ms(config, exits) - (count - 1) * self.overhead_ms +
-            self.streamed_mb(config, exits) * self.ms_per_streamed_mb)
+    return _corrected(self.network_row(config, exits),
+                      {'overhead': self.overhead_ms, 'streaming': self.ms_per_streamed_mb})
 
   def to_dict(self) -> dict:
     return {'format': FORMAT, 'version': VERSION, 'machine': self.machine,
@@ -504,6 +510,7 @@ def _fit_terms(rows: Sequence[dict], terms) -> Optional[dict]:
 
 
 def _corrected(row: dict, coefficients: dict) -> float:
+  """The prediction: block sum - (blocks - 1) * overhead + streamed MB * streaming cost."""
   return (row['block_sum_ms'] - (row['blocks'] - 1) * coefficients['overhead'] +
           row['streamed_mb'] * coefficients['streaming'])
 
@@ -516,9 +523,10 @@ def fit_correction(rows: Sequence[dict]) -> dict:
   width-0.5 one whose 0.1-1.2 MB mostly fit in L2. There, a calibration set with one network
   beyond L2 cannot tell a streaming cost from noise, and fitting both terms always (version 1,
   on all weights) let that network (3.0 ms against a 2.5 ms block sum) raise other networks'
-  predictions by up to 75%. So each candidate of `CORRECTIONS` is scored by the mean absolute relative error of its
-  leave-one-out predictions, and the simplest one with the lowest score wins. A candidate is scored
-  only when each leave-one-out fit has more rows than coefficients.
+  predictions by up to 75%. So each candidate of `CORRECTIONS` is scored by the mean absolute
+  relative error of its leave-one-out predictions, and the simplest one with the lowest score
+  wins. A candidate is scored only when each leave-one-out fit has more rows than coefficients
+  and every fit is physical (`_fit_terms`).
 
   Args:
     rows: Whole networks measured: dicts with measured_ms, block_sum_ms, blocks, streamed_mb.
@@ -530,22 +538,19 @@ def fit_correction(rows: Sequence[dict]) -> dict:
   if not rows:
     return {'correction': 'none', 'overhead_ms': 0.0, 'ms_per_streamed_mb': 0.0,
             'leave_one_out_mare': {}}
-  scores = {}
+  fits, scores = {}, {}
   for name, terms in CORRECTIONS.items():
     if terms and len(rows) - 1 <= len(terms):
       continue
-    relative = []
-    for i, held_out in enumerate(rows):
-      coefficients = _fit_terms(rows[:i] + rows[i + 1:], terms)
-      if coefficients is None:
-        break
-      relative.append(abs(_corrected(held_out, coefficients) - held_out['measured_ms']) /
-                     held_out['measured_ms'])
-    else:
-      if _fit_terms(rows, terms) is not None:
-        scores[name] = float(np.mean(relative))
+    full = _fit_terms(rows, terms)
+    held_out_fits = [_fit_terms(rows[:i] + rows[i + 1:], terms) for i in range(len(rows))]
+    if full is None or None in held_out_fits:
+      continue
+    fits[name] = full
+    scores[name] = float(np.mean([abs(_corrected(row, fit) - row['measured_ms']) /
+                                  row['measured_ms'] for row, fit in zip(rows, held_out_fits)]))
   best = min(scores, key=lambda n: (scores[n], list(CORRECTIONS).index(n)))
-  coefficients = _fit_terms(rows, CORRECTIONS[best])
+  coefficients = fits[best]
   return {'correction': best, 'overhead_ms': coefficients['overhead'],
           'ms_per_streamed_mb': coefficients['streaming'], 'leave_one_out_mare': scores}
 
@@ -561,10 +566,7 @@ def calibrate(table: LatencyTable, supernet, space: Optional[sc.SearchSpace] = N
   table.calibration = []
   for config, measured in zip(configs, _measure_networks(table, supernet, configs)):
     table.calibration.append({'config': str(config), 'measured_ms': measured,
-                              'block_sum_ms': table.block_sum_ms(config),
-                              'blocks': len(table.blocks(config)),
-                              'weight_mb': table.weight_mb(config),
-                              'streamed_mb': table.streamed_mb(config)})
+                              **table.network_row(config)})
   fit = fit_correction(table.calibration)
   table.overhead_ms, table.ms_per_streamed_mb = fit['overhead_ms'], fit['ms_per_streamed_mb']
   table.correction = {'name': fit['correction'], 'leave_one_out_mare': fit['leave_one_out_mare']}

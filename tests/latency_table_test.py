@@ -177,8 +177,8 @@ class LatencyTableTest(tf.test.TestCase):
   def test_only_weights_beyond_l2_are_streamed(self):
     config = self.space.max_config()
     weight_mb = self.table.weight_mb(config)
-    for l2_bytes, streamed in ((None, weight_mb), (0, weight_mb),
-                               (int(weight_mb * 1e6) // 2, weight_mb - int(weight_mb * 1e6) // 2 / 1e6),
+    half = int(weight_mb * 1e6) // 2
+    for l2_bytes, streamed in ((None, weight_mb), (0, weight_mb), (half, weight_mb - half / 1e6),
                                (int(weight_mb * 1e6) + 1, 0.0)):
       table = dataclasses.replace(self.table, machine=dict(self.table.machine,
                                                            l2_cache_bytes=l2_bytes))
