@@ -3,9 +3,10 @@
 - `Evaluator.validation_score`: at every checkpoint, the top-1 of the phase's maximal sub-network on
   a slice of the validation split, after BN re-calibration; it picks the phase's best checkpoint.
 - `Evaluator.evaluate_phase`: after a phase, the paper's protocol: the uniform sub-networks of the
-  phase's space at the evaluation resolutions (optionally thinned to `max_subnets` spread evenly
-  over their MACs, so the cheapest and the largest are always in), each BN re-calibrated, on the
-  report split; for early-exit variants also the accuracy of every exit of the maximal network.
+  phase's space at the evaluation resolutions (optionally thinned by `thin_grid` to `max_subnets`:
+  the largest, the cheapest and a mix over every dimension the phase unlocked), each BN
+  re-calibrated, on the report split; for early-exit variants also the accuracy of every exit of
+  the maximal network, which are the grid's k7 e6 d4 members at every exit, for one pass.
 
 Sub-networks are evaluated through the supernet, not through extraction: building a static Keras
 model costs ~25 ms per layer (4-10 s for an EE_D sub-network on 2 cores) while one traced inference
@@ -39,15 +40,104 @@ EVAL_BATCH = 250
 BATCH_CACHE_BYTES = 1 << 30
 
 
+# What a uniform sub-network chooses, per dimension. `thin_grid` covers every value of every
+# dimension the grid varies, so a thinned grid cannot miss, e.g., the early exits of a phase.
+UNIFORM_DIMENSIONS = (
+    ('kernel', lambda c: c.kernel[0]),
+    ('expand', lambda c: c.expand[0]),
+    ('depth', lambda c: c.depth[0]),
+    ('branches', lambda c: None if c.branches is None else c.branches[0]),
+    ('exit', lambda c: c.exit),
+    ('resolution', lambda c: c.resolution),
+)
+
+
+def uniform_choices(config: sc.SubnetConfig) -> tuple:
+  """((dimension, value), ...) of a uniform sub-network, in `UNIFORM_DIMENSIONS` order."""
+  return tuple((name, value(config)) for name, value in UNIFORM_DIMENSIONS)
+
+
+def unlocked_dimensions(configs: Sequence[sc.SubnetConfig]) -> dict:
+  """{dimension: sorted values} of the dimensions that take more than one value in `configs`."""
+  values = collections.defaultdict(set)
+  for config in configs:
+    for name, value in uniform_choices(config):
+      values[name].add(value)
+  return {name: sorted(v) for name, v in values.items() if len(v) > 1}
+
+
 def thin_grid(configs: Sequence[sc.SubnetConfig], max_subnets: int, variant, num_classes: int,
-              width_multiplier: float) -> List[sc.SubnetConfig]:
-  """At most `max_subnets` configs spread evenly over MACs (0 keeps them all)."""
-  if not max_subnets or len(configs) <= max_subnets:
-    return list(configs)
-  macs = [costs.count(c, variant, num_classes, width_multiplier).macs for c in configs]
-  order = np.argsort(macs, kind='stable')
-  picks = sorted({int(round(i)) for i in np.linspace(0, len(configs) - 1, max_subnets)})
-  return [configs[order[i]] for i in picks]
+              width_multiplier: float,
+              free: Sequence[sc.SubnetConfig] = ()) -> List[sc.SubnetConfig]:
+  """A spread of the uniform grid: largest, cheapest and a mix over every unlocked dimension.
+
+  Picking evenly spaced MAC ranks alone can land every pick on one exit or one kernel (MACs are
+  dominated by exit and depth), and then the mean and minimum of a phase say nothing about the
+  dimension it just unlocked. So after the largest and the cheapest sub-network, each pick is the
+  grid member that adds the most values not yet covered (every value of every dimension the grid
+  varies), then the most pairs of values of two dimensions not yet seen together (so the mix is
+  not only kernels at one exit), then the farthest in log MACs from what is already picked (so
+  the picks spread over the cost range).
+
+  Args:
+    configs: The uniform grid.
+    max_subnets: How many sub-networks beyond `free` may be picked; 0 keeps the whole grid.
+    variant: The variant (for MACs).
+    num_classes: Classes of the classifier (for MACs).
+    width_multiplier: The supernet's width multiplier (for MACs).
+    free: Sub-networks measured anyway (the max network's all-exit pass fills in k7 e6 d4 at
+      every exit): always in, counted as covered, not counted against `max_subnets`.
+
+  Returns:
+    The picked grid members and the `free` ones, in order of MACs.
+  """
+  free_keys = {c.to_string() for c in free}
+  free_configs = list({c.to_string(): c for c in free}.values())
+  paid = [c for c in configs if c.to_string() not in free_keys]
+  macs = {c.to_string(): costs.count(c, variant, num_classes, width_multiplier).macs
+          for c in list(paid) + free_configs}
+  by_macs = lambda cs: sorted(cs, key=lambda c: macs[c.to_string()])  # noqa: E731
+  if not max_subnets or len(paid) <= max_subnets:
+    return by_macs(paid + free_configs)
+  paid = by_macs(paid)
+  unlocked = set(unlocked_dimensions(list(paid) + free_configs))
+
+  def choices(config):
+    return [choice for choice in uniform_choices(config) if choice[0] in unlocked]
+
+  def pairs(config):
+    chosen = choices(config)
+    return {(a, b) for i, a in enumerate(chosen) for b in chosen[i + 1:]}
+
+  covered, covered_pairs, log_macs = set(), set(), []
+
+  def take(config):
+    covered.update(choices(config))
+    covered_pairs.update(pairs(config))
+    log_macs.append(math.log(max(macs[config.to_string()], 1)))
+
+  for config in free_configs:
+    take(config)
+  picked, picked_keys = [], set()
+  largest = by_macs(paid + free_configs)[-1]
+  for config in (largest, paid[0]):  # The largest (unless free) and the cheapest first.
+    key = config.to_string()
+    if len(picked) < max_subnets and key not in free_keys | picked_keys:
+      picked.append(config)
+      picked_keys.add(key)
+      take(config)
+
+  def score(config):
+    distance = min((abs(math.log(max(macs[config.to_string()], 1)) - m) for m in log_macs),
+                   default=0.0)
+    return (len(set(choices(config)) - covered), len(pairs(config) - covered_pairs), distance)
+
+  while len(picked) < max_subnets:
+    best = max((c for c in paid if c.to_string() not in picked_keys), key=score)
+    picked.append(best)  # `max` keeps the first of equals: the cheaper one.
+    picked_keys.add(best.to_string())
+    take(best)
+  return by_macs(picked + free_configs)
 
 
 def uniform_label(config: sc.SubnetConfig) -> str:
@@ -64,7 +154,7 @@ class Evaluator:
 
   def __init__(self, supernet, splits, calibration_images: int, seed: int,
                validation_images: int, eval_images: int = 0, eval_split: str = 'test',
-               traced_calibration: bool = False):
+               traced_calibration: bool = False, sample_seed: Optional[int] = None):
     """See the module docstring.
 
     Args:
@@ -80,11 +170,14 @@ class Evaluator:
         re-calibrations, and then halves each one (EE_D demo supernet, 512 calibration and 1000
         validation images: 0.95 s instead of 1.75 s per sub-network), so it pays off for an
         evaluator that scores hundreds of sub-networks, not for a phase's handful.
+      sample_seed: Seeds the class-stratified sample of a bounded evaluation (default `seed`);
+        apart from `seed` only to measure the evaluation's own spread.
     """
     self.supernet = supernet
     self.splits = splits
     self.calibration = pipeline.calibration_images(splits, calibration_images, seed)
     self.seed = seed
+    self.sample_seed = seed if sample_seed is None else sample_seed
     self.validation_images = validation_images
     self.eval_images = eval_images
     self.eval_split = eval_split
@@ -125,14 +218,10 @@ class Evaluator:
                         lambda: self._read_batches(resolution, split, images))
 
   def _read_batches(self, resolution: int, split: str, images: Optional[int]):
-    take = math.ceil(images / EVAL_BATCH) if images else None
-    batches = pipeline.eval_batches(self.splits, EVAL_BATCH, resolution, split=split, take=take)
-    left = images or None
-    for x, y in batches:
-      if left is not None:
-        x, y = x[:left], y[:left]
-        left -= int(y.shape[0])
-      yield x, y
+    """The whole split, or a seeded class-stratified sample of `images` of it."""
+    yield from pipeline.eval_batches(self.splits, EVAL_BATCH, resolution, split=split,
+                                     images=images or None,
+                                     sample_seed=self.sample_seed)
 
   def _supernet_fn(self, training: bool, all_exits: bool):
     """The supernet's forward, traced once for every sub-network and resolution.
@@ -203,41 +292,63 @@ class Evaluator:
 
   def evaluate_phase(self, space: sc.SearchSpace, resolutions: Sequence[int],
                      max_subnets: int, progress=None, images: Optional[int] = None) -> dict:
-    """The paper's uniform grid (thinned) and, for early exits, per-exit accuracy.
+    """The paper's uniform grid (a spread of it, see `thin_grid`) and, for early exits, per exit.
 
-    `images` overrides the evaluator's `eval_images` (0 = the whole split).
+    Each uniform sub-network costs one BN re-calibration and one pass over the images, except the
+    max network cut at each exit the phase allows: one all-exit pass of the max network measures
+    all of them (see the comment below), so they never count against `max_subnets`.
+
+    Args:
+      space: The phase's space.
+      resolutions: Resolutions of the grid.
+      max_subnets: Uniform sub-networks with a pass of their own (0 = the whole grid).
+      progress: Called with one line per measured sub-network.
+      images: Overrides the evaluator's `eval_images` (0 = the whole split).
+
+    Returns:
+      {'uniform': rows, 'best_uniform': row, 'uniform_max': the max network's row,
+       'uniform_best' / 'uniform_mean' / 'uniform_min': accuracies over the rows,
+       'uniform_grid_size': members of the whole grid, 'split', and 'exit_accuracy' (early-exit
+       variants: {exit: accuracy of the max network at that exit}); a row is {'config', 'label',
+       'accuracy', 'macs', 'params', 'images'}.
     """
     images = self.eval_images if images is None else images
-    grid = evaluation.uniform_grid(space, resolutions)
     net = self.supernet
-    grid = thin_grid(grid, max_subnets, net.variant, net.num_classes, net.width_multiplier)
-    rows = []
-    for i, config in enumerate(grid):
-      result = self.evaluate(config, self.eval_split, images)
-      rows.append(self._row(config, result.accuracy, result.images))
-      if progress:
-        progress(f'  uniform {i + 1}/{len(grid)} {uniform_label(config)}: '
-                 f'top-1 {result.accuracy:.4f}')
-    exit_accuracy = None
-    if net.variant.early_exits:
-      config = space.max_config(max(resolutions))
-      result = self.evaluate(config.replace(exit=max(space.exits)), self.eval_split,
-                             images, exits='all')
+    full_grid = evaluation.uniform_grid(space, resolutions)
+    top = space.max_config(max(resolutions))
+    # The maximal network cut at exit k is the uniform sub-network k7 e6 d4 xk of the grid, and
+    # its BN statistics up to exit k are the same whether the later stages run or not, so one
+    # all-exit pass of the max network measures those grid members (exits the phase allows).
+    free = [top.replace(exit=k) for k in space.exits] if net.variant.early_exits else []
+    grid = thin_grid(full_grid, max_subnets, net.variant, net.num_classes, net.width_multiplier,
+                     free=free)
+    rows, exit_accuracy = {}, None
+    if free:
+      result = self.evaluate(top, self.eval_split, images, exits='all')
       exit_accuracy = {str(k): v for k, v in result.exit_accuracy.items()}
-      # The maximal network cut at exit k is the uniform sub-network k7 e6 d4 xk of the grid, and
-      # its BN statistics up to exit k are the same whether the later stages run or not, so the
-      # per-exit figures are that grid's results: they join the rows (exits the phase allows,
-      # sub-networks not already measured) instead of being left out of the best uniform.
-      measured = {row['config'] for row in rows}
-      for k in space.exits:
-        config_k = config.replace(exit=k)
-        if config_k.to_string() not in measured:
-          rows.append(self._row(config_k, result.exit_accuracy[k], result.images))
+      for config in free:
+        rows[config.to_string()] = self._row(config, result.exit_accuracy[config.exit],
+                                             result.images)
+      if progress:
+        progress(f'  max network, exits {",".join(map(str, space.exits))} in one pass: '
+                 + ' '.join(f'x{c.exit} {rows[c.to_string()]["accuracy"]:.4f}' for c in free))
+    # The max network is always measured: the table's max-net column and `uniform_max`.
+    measure = [c for c in grid + [top] if c.to_string() not in rows]
+    measure = list({c.to_string(): c for c in measure}.values())
+    for i, config in enumerate(measure):
+      result = self.evaluate(config, self.eval_split, images)
+      rows[config.to_string()] = self._row(config, result.accuracy, result.images)
+      if progress:
+        progress(f'  uniform {i + 1}/{len(measure)} {uniform_label(config)}: '
+                 f'top-1 {result.accuracy:.4f}')
+    rows = sorted(rows.values(), key=lambda row: row['macs'])
     accuracies = [r['accuracy'] for r in rows]
     best = int(np.argmax(accuracies))
     summary = {'uniform': rows, 'best_uniform': rows[best],
+               'uniform_max': next(r for r in rows if r['config'] == top.to_string()),
                'uniform_best': accuracies[best], 'uniform_mean': float(np.mean(accuracies)),
-               'uniform_min': float(np.min(accuracies)), 'split': self.eval_split}
+               'uniform_min': float(np.min(accuracies)), 'uniform_grid_size': len(full_grid),
+               'split': self.eval_split}
     if exit_accuracy is not None:
       summary['exit_accuracy'] = exit_accuracy
     return summary

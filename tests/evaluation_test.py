@@ -23,7 +23,7 @@ class EvaluationTest(tf.test.TestCase):
     config = net.search_space(resolutions=(32,)).max_config()
     images = data.calibration_images(splits, num_images=64, seed=0)
     calibration = list(data.calibration_batches(splits, images, 32, batch_size=32))
-    batches = list(data.eval_batches(splits, 50, 32, split='validation', take=2))
+    batches = list(data.eval_batches(splits, 50, 32, split='validation', images=100))
     result = evaluation.evaluate_subnet(net, config, calibration, batches, exits='all')
     self.assertEqual(result.images, 100)
     self.assertEqual(sorted(result.exit_accuracy), [1, 2, 3, 4, 5])

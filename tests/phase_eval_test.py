@@ -99,6 +99,68 @@ class PhaseEvalTest(tf.test.TestCase):
     self.assertEqual(max(map(macs, picked)), max(map(macs, grid)))
     self.assertLen(phase_eval.thin_grid(grid, 0, 'SE_B', 10, 0.5), len(grid))
 
+  def test_thin_grid_spreads_over_every_unlocked_dimension(self):
+    # The demo's last phase at its two extreme resolutions: 270 uniform sub-networks.
+    space = phases.PHASES.get('expand2').space(
+        sc.SearchSpace.for_variant('EE_D', resolutions=(32, 36, 40)))
+    grid = evaluation.uniform_grid(space, (32, 40))
+    top = space.max_config(40)
+    free = [top.replace(exit=k) for k in space.exits]
+    picked = phase_eval.thin_grid(grid, 12, 'EE_D', 10, 0.5, free=free)
+    keys = [c.to_string() for c in picked]
+    self.assertLen(set(keys), len(keys))
+    self.assertLen(picked, 12 + len(free))  # 12 with a pass of their own, the exits for free.
+    self.assertContainsSubset([c.to_string() for c in free], keys)
+    macs = lambda c: costs.count(c, 'EE_D', 10, 0.5).macs  # noqa: E731
+    self.assertEqual(list(map(macs, picked)), sorted(map(macs, picked)))
+    self.assertEqual(macs(picked[0]), min(map(macs, grid)))
+    self.assertEqual(picked[-1].to_string(), top.to_string())
+    self.assertEqual(phase_eval.unlocked_dimensions(grid),
+                     {'kernel': [3, 5, 7], 'expand': [3, 4, 6], 'depth': [2, 3, 4],
+                      'exit': [1, 2, 3, 4, 5], 'resolution': [32, 40]})
+    # Every value of every unlocked dimension is measured, and not only at the max network's
+    # k7 e6 d4: the sub-networks with a pass of their own cover each exit and resolution too.
+    self.assertEqual(phase_eval.unlocked_dimensions(picked), phase_eval.unlocked_dimensions(grid))
+    paid = [c for c in picked if c.to_string() not in {f.to_string() for f in free}]
+    self.assertEqual(phase_eval.unlocked_dimensions(paid), phase_eval.unlocked_dimensions(grid))
+    # A mix, not one value per dimension: every exit appears with at least two kernels.
+    for k in space.exits:
+      self.assertGreaterEqual(len({c.kernel[0] for c in picked if c.exit == k}), 2, f'exit {k}')
+    self.assertEqual(keys, [c.to_string() for c in
+                            phase_eval.thin_grid(grid, 12, 'EE_D', 10, 0.5, free=free)])
+    # A phase with a small space is evaluated whole.
+    small = phases.PHASES.get('height4').space(
+        sc.SearchSpace.for_variant('EE_D', resolutions=(40,)))
+    small_grid = evaluation.uniform_grid(small, (40,))
+    self.assertLen(small_grid, 3 * 5)  # kernels x exits: 10 with a pass of their own.
+    small_free = [small.max_config(40).replace(exit=k) for k in small.exits]
+    self.assertLen(phase_eval.thin_grid(small_grid, 12, 'EE_D', 10, 0.5, free=small_free), 15)
+
+  def test_evaluate_phase_reports_max_network_and_spread(self):
+    splits = data.load('fashion_mnist', seed=0)
+    net = testutil.perturbed_supernet('EE_D', num_classes=10, seed=4, width_multiplier=0.25)
+    evaluator = phase_eval.Evaluator(net, splits, calibration_images=64, seed=0,
+                                     validation_images=64, eval_images=64)
+    space = phases.PHASES.get('height2').space(net.search_space(resolutions=(24, 28)))
+    summary = evaluator.evaluate_phase(space, (28,), max_subnets=3)
+    rows = {r['config']: r for r in summary['uniform']}
+    self.assertEqual(summary['uniform_grid_size'], 3 * 3)  # kernels x exits 3-5
+    self.assertLen(rows, 3 + 3)  # 3 with their own pass, the max network at exits 3, 4, 5.
+    top = space.max_config(28)
+    self.assertEqual(summary['uniform_max']['config'], top.to_string())
+    self.assertEqual(summary['uniform_max']['accuracy'], summary['exit_accuracy']['5'])
+    for k in (3, 4):
+      self.assertEqual(rows[top.replace(exit=k).to_string()]['accuracy'],
+                       summary['exit_accuracy'][str(k)])
+    self.assertEqual({r['label'].split()[0] for r in rows.values()}, {'k3', 'k5', 'k7'})
+    accuracies = [r['accuracy'] for r in rows.values()]
+    self.assertEqual(summary['uniform_best'], max(accuracies))
+    self.assertEqual(summary['uniform_min'], min(accuracies))
+    self.assertAllClose(summary['uniform_mean'], np.mean(accuracies))
+    # The max network measured alone agrees with its all-exit pass.
+    alone = evaluator.evaluate(top, 'test', 64).accuracy
+    self.assertAllClose(alone, summary['uniform_max']['accuracy'], atol=1.5 / 64)
+
 
 if __name__ == '__main__':
   tf.test.main()

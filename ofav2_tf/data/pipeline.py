@@ -19,6 +19,7 @@ import tensorflow as tf
 from ofav2_tf import errors
 from ofav2_tf.data import augment
 from ofav2_tf.data import splits as splits_lib
+from ofav2_tf.data import stratified
 
 DEFAULT_SHUFFLE_BUFFER = 10000
 _SPLIT_NAMES = ('train', 'validation', 'test')
@@ -144,7 +145,8 @@ def eval_batches(splits: splits_lib.DatasetSplits,
                  resolution: int,
                  *,
                  split: str = 'validation',
-                 take: Optional[int] = None) -> tf.data.Dataset:
+                 images: Optional[int] = None,
+                 sample_seed: int = 0) -> tf.data.Dataset:
   """Evaluation batches: resize to ceil(resolution / f), centre crop, normalise.
 
   `f` is the dataset's `eval_crop_fraction` (0.875, the ImageNet convention, unless the loader
@@ -155,7 +157,10 @@ def eval_batches(splits: splits_lib.DatasetSplits,
     batch_size: Images per batch (the last batch may be smaller: every image is evaluated).
     resolution: Input size.
     split: 'validation' (checkpoint selection) or 'test' (final report); 'train' also works.
-    take: If set, stop after this many batches.
+    images: If set (and smaller than the split), a seeded class-stratified sample of this many
+      images (`stratified.subset`), never the split's first images: image folders and Tiny
+      ImageNet keep their evaluation splits in class order.
+    sample_seed: Which sample `images` draws.
 
   Returns:
     A dataset of float32 `[b, resolution, resolution, 3]` images and int64 `[b]` labels.
@@ -164,7 +169,8 @@ def eval_batches(splits: splits_lib.DatasetSplits,
     raise errors.ConfigError(f'split must be one of {", ".join(_SPLIT_NAMES)}, got {split!r}')
   _check_positive('batch_size', batch_size)
   _check_positive('resolution', resolution)
-  _check_positive('take', take, allow_none=True)
+  _check_positive('images', images, allow_none=True)
+  _check_seed(sample_seed)
   mean, std = splits.mean, splits.std
   crop_fraction = splits.eval_crop_fraction
 
@@ -172,10 +178,10 @@ def eval_batches(splits: splits_lib.DatasetSplits,
     return augment.normalize(augment.eval_transform(images, resolution, crop_fraction), mean,
                              std), labels
 
-  dataset = getattr(splits, split).batch(batch_size)
-  if take is not None:
-    dataset = dataset.take(take)
-  dataset = dataset.map(transform, num_parallel_calls=tf.data.AUTOTUNE)
+  dataset = getattr(splits, split)
+  if images is not None:
+    dataset = stratified.subset(dataset, images, sample_seed)
+  dataset = dataset.batch(batch_size).map(transform, num_parallel_calls=tf.data.AUTOTUNE)
   return _deterministic(dataset.prefetch(tf.data.AUTOTUNE))
 
 

@@ -28,7 +28,6 @@ end, so an error leaves the previous `benchmark/` (or none) and no partial files
 
 import dataclasses
 import json
-import math
 import os
 import shutil
 import tempfile
@@ -142,8 +141,7 @@ def _files(summary: dict, export_dir: str):
 def _test_images(splits, resolution: int, count: int):
   """`count` test images (fewer if the split is smaller) with the evaluation transform."""
   from ofav2_tf.data import pipeline  # pylint: disable=g-import-not-at-top
-  batches = pipeline.eval_batches(splits, _IMAGE_BATCH, resolution, split='test',
-                                  take=math.ceil(count / _IMAGE_BATCH))
+  batches = pipeline.eval_batches(splits, _IMAGE_BATCH, resolution, split='test', images=count)
   images, labels = [], []
   for x, y in batches:
     images.append(x.numpy())

@@ -18,7 +18,6 @@ and the supernet is restored, so they fail in seconds.
 """
 
 import dataclasses
-import math
 import os
 import time
 from typing import Optional
@@ -202,11 +201,11 @@ def recalibrate(supernet, splits, config: sc.SubnetConfig, calibration_images: i
 
 
 def _images(splits, resolution: int, split: str, count: int) -> np.ndarray:
-  """The first `count` images of `split`, evaluation-transformed at `resolution`."""
+  """A class-stratified sample of `count` images of `split`, evaluation-transformed."""
   from ofav2_tf.data import pipeline  # pylint: disable=g-import-not-at-top
   batch = min(count, _BATCH)
   chunks = [x.numpy() for x, _ in pipeline.eval_batches(splits, batch, resolution, split=split,
-                                                        take=math.ceil(count / batch))]
+                                                        images=count)]
   if not chunks:
     return np.zeros((0, resolution, resolution, 3), np.float32)
   return np.concatenate(chunks)[:count]
