@@ -169,6 +169,19 @@ def define_flags() -> None:
                       'last completed one).')
   flags.DEFINE_list('subnets', None, 'evaluate mode: sub-network strings to evaluate instead of '
                     'the uniform grid.')
+  flags.DEFINE_integer('random_subnets', 0,
+                       'evaluate mode: measure this many random sub-networks of the phase\'s space '
+                       '(BN re-calibrated, cached in the run folder, resumable) instead of the '
+                       'uniform grid; writes random_subnets.json and .png.', lower_bound=0)
+  flags.DEFINE_integer('random_min_exit', 1,
+                       'evaluate mode: lowest exit of the random sub-networks.', lower_bound=1,
+                       upper_bound=5)
+  flags.DEFINE_integer('random_images', 0,
+                       'evaluate mode: images of --eval_split per random sub-network; 0 = the '
+                       'whole split.', lower_bound=0)
+  flags.DEFINE_integer('random_calibration_images', 0,
+                       'evaluate mode: training images for the BN re-calibration of each random '
+                       'sub-network; 0 = --calibration_images.', lower_bound=0)
 
   # Latency table (profile mode; the search's latency objective).
   flags.DEFINE_string('latency_table', None,

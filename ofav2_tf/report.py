@@ -13,6 +13,7 @@ from typing import List, Optional
 
 from export import atomic_write
 from ofav2_tf import phase_report
+from ofav2_tf import random_subnets
 
 REPORT_FILE = 'report.md'
 
@@ -48,12 +49,40 @@ def _training(root: str) -> List[str]:
   phases = metrics['phases']
   early_exits = any(p.get('exit_accuracy') for p in phases)
   lines += [f'{metrics["variant"]} with teacher `{metrics["teacher"]}` on {metrics["dataset"]}. '
-            'Best, mean and minimum are over the uniform sub-networks evaluated after each phase '
-            '(the paper\'s protocol, BN re-calibrated), on the evaluation split.', '',
+            'After each phase, on the evaluation split (BN re-calibrated): the max network, and '
+            'the best, mean and minimum over the `n` uniform sub-networks evaluated (the '
+            'paper\'s protocol, a spread over every dimension the phase unlocked).', '',
             '```', phase_report.table(phases, early_exits), '```', '']
   _image(lines, root, 'phases.png', 'accuracy per phase')
   total = sum(p.get('seconds', 0) for p in phases)
   lines += [f'Training time: {total / 60:.1f} min over {len(phases)} phases.', '']
+  return lines
+
+
+def _random_subnets(root: str) -> List[str]:
+  result = _read(os.path.join(root, random_subnets.RESULT_FILE))
+  if not result or not result.get('summary'):
+    return []
+  s, meta = result['summary'], result.get('metadata', {})
+  top = result['max_network']
+  images = meta.get('images') or 'all'
+  lines = ['## Random sub-networks', '',
+           f'{s["count"]} random sub-networks of phase {meta.get("phase", "?")}\'s space with exit '
+           f'>= {meta.get("min_exit", 1)} (seed {meta.get("seed", "?")}), each BN re-calibrated on '
+           f'{meta.get("calibration_images", "?")} training images and scored on {images} '
+           f'{meta.get("split", "test")} images (`{random_subnets.RESULT_FILE}`).', '',
+           '| | top-1 | gap to the max network |', '|---|---|---|',
+           f'| max network `{top["config"]}` | {_pct(s["max_network_accuracy"])} | |',
+           f'| median | {_pct(s["median"])} | {_pct(s["median_gap"])} |',
+           f'| worst `{s["worst_config"]}` | {_pct(s["worst"])} | {_pct(s["worst_gap"])} |',
+           f'| best `{s["best_config"]}` | {_pct(s["best"])} | '
+           f'{_pct(s["max_network_accuracy"] - s["best"])} |', '',
+           '| exit | sub-networks | median | min | max | median gap |', '|---|---|---|---|---|---|']
+  for k, e in sorted(s.get('per_exit', {}).items(), key=lambda item: int(item[0])):
+    lines.append(f'| {k} | {e["count"]} | {_pct(e["median"])} | {_pct(e["min"])} | '
+                 f'{_pct(e["max"])} | {_pct(e["median_gap"])} |')
+  lines.append('')
+  _image(lines, root, random_subnets.PLOT_FILE, 'random sub-networks: accuracy against MACs')
   return lines
 
 
@@ -161,7 +190,7 @@ def build(run_dir: str) -> str:
     lines += [f'Variant {config.get("variant")}, width {config.get("width_multiplier")}, dataset '
               f'{config.get("dataset")}, resolutions {config.get("resolutions")}, teacher '
               f'{config.get("teacher")}, seed {config.get("seed")}.', '']
-  for section in (_training, _latency, _search, _export, _benchmark, _stages):
+  for section in (_training, _random_subnets, _latency, _search, _export, _benchmark, _stages):
     lines += section(run_dir)
   return '\n'.join(lines).rstrip() + '\n'
 
