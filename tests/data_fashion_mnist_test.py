@@ -12,6 +12,7 @@ from ofav2_tf import errors
 from ofav2_tf import data
 from ofav2_tf.data import fashion_mnist
 from ofav2_tf.data import splits as splits_lib
+from tests import testutil
 
 _INSTALLED = all(
     os.path.isfile(os.path.join(fashion_mnist.DEFAULT_DIR, name)) for name in fashion_mnist.FILES)
@@ -115,6 +116,12 @@ class FashionMnistTest(tf.test.TestCase):
       f.write(bytes(100))
     with self.assertRaisesRegex(errors.DataError, 't10k-images-idx3-ubyte.gz holds .* bytes'):
       data.load('fashion_mnist', data_dir=folder)
+
+
+  def test_bounded_evaluation_is_a_stratified_seeded_sample(self):
+    splits = data.load('fashion_mnist', seed=0)
+    testutil.assert_stratified_sample(self, splits, 'test', 503)
+    testutil.assert_stratified_sample(self, splits, 'validation', 97)
 
 
 if __name__ == '__main__':

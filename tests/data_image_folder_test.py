@@ -9,6 +9,7 @@ import tensorflow as tf
 
 from ofav2_tf import errors
 from ofav2_tf import data
+from tests import testutil
 
 _CLASSES = ('dog', 'ant', 'cat')  # Written unsorted: labels must follow sorted names.
 _COLOURS = {'ant': (200, 40, 40), 'cat': (40, 200, 40), 'dog': (40, 40, 200)}
@@ -146,6 +147,16 @@ class ImageFolderTest(tf.test.TestCase):
     with self.assertRaisesRegex(errors.ConfigError, 'image_size'):
       data.load('image_folder', data_dir=root, image_size=0)
 
+
+  def test_bounded_evaluation_is_a_stratified_seeded_sample(self):
+    # Evaluation splits are stored in class order: the first 7 images would be one class.
+    root = self.create_tempdir().full_path
+    _make_tree(root, {'train': 4, 'val': 6, 'test': 12}, size=(8, 8))
+    splits = data.load(f'image_folder:{root}', seed=0)
+    labels = np.concatenate([y.numpy() for _, y in splits.test.batch(64)])
+    self.assertAllEqual(labels, np.sort(labels))
+    testutil.assert_stratified_sample(self, splits, 'test', 7)
+    testutil.assert_stratified_sample(self, splits, 'validation', 5)
 
 if __name__ == '__main__':
   tf.test.main()

@@ -25,6 +25,7 @@ from ofav2_tf.data import tiny_imagenet
 from ofav2_tf.data import tiny_imagenet_builder
 from ofav2_tf.data import tiny_imagenet_classes
 from ofav2_tf.data import tiny_imagenet_source as source_lib
+from tests import testutil
 
 _ARCHIVE = os.path.join(
     os.path.dirname(os.path.abspath(__file__)), '..', '..', 'shared', 'data',
@@ -270,6 +271,14 @@ class TinyImagenetTest(tf.test.TestCase):
     self.assertIn('no internet', str(raised.exception))
     self.assertIn('nothing_here', str(raised.exception))
 
+
+  def test_bounded_evaluation_is_a_stratified_seeded_sample(self):
+    for name in ('tiny_imagenet', 'tfds:tiny_imagenet'):
+      with self.subTest(loader=name):
+        splits = data.load(name, data_dir=self.tfds_tar, manual_dir=self.tar_dir, download=False,
+                           seed=0)
+        # (The 9 validation images are of 9 classes: any 5 of them is a tie, not a sample.)
+        testutil.assert_stratified_sample(self, splits, 'test', 11)
 
 if __name__ == '__main__':
   tf.test.main()

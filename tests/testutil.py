@@ -48,3 +48,34 @@ def as_float64(model):
   clone = tf_keras.Model.from_config(config)
   clone.set_weights([w.astype(np.float64) for w in model.get_weights()])
   return clone
+
+
+def assert_stratified_sample(test, splits, split, count, seeds=(0, 1)):
+  """Asserts that `eval_batches(images=count)` draws a seeded, class-stratified sample.
+
+  The sample's class histogram must match the split's shares to within one image per class, the
+  same seed must give the same images, and another seed other images (when the split allows).
+  """
+  from ofav2_tf.data import pipeline  # pylint: disable=g-import-not-at-top
+
+  def sample(seed):
+    batches = pipeline.eval_batches(splits, 64, 32, split=split, images=count, sample_seed=seed)
+    pairs = [(x.numpy(), y.numpy()) for x, y in batches]
+    return np.concatenate([p[0] for p in pairs]), np.concatenate([p[1] for p in pairs])
+
+  whole = np.concatenate([y.numpy() for _, y in pipeline.eval_batches(splits, 512, 32,
+                                                                      split=split)])
+  classes = np.arange(splits.num_classes)
+  share = np.array([(whole == c).sum() for c in classes]) * count / len(whole)
+  images, labels = sample(seeds[0])
+  test.assertLen(labels, count)
+  histogram = np.array([(labels == c).sum() for c in classes])
+  test.assertLessEqual(float(np.abs(histogram - share).max()), 1.0,
+                       f'{split} sample of {count}: {histogram.tolist()} vs {share.tolist()}')
+  again_images, again_labels = sample(seeds[0])
+  test.assertAllEqual(again_labels, labels)
+  test.assertAllClose(again_images, images)
+  other_images, _ = sample(seeds[1])
+  if count < len(whole):
+    test.assertNotAllClose(np.sort(other_images.reshape(count, -1).sum(1)),
+                           np.sort(images.reshape(count, -1).sum(1)))
