@@ -139,6 +139,10 @@ def define_flags() -> None:
   flags.DEFINE_float('label_smoothing', 0.1, 'Label smoothing.', lower_bound=0.0,
                      upper_bound=0.5)
   flags.DEFINE_float('kd_weight', 1.0, 'Weight of the distillation term.', lower_bound=0.0)
+  flags.DEFINE_bool('sandwich', False,
+                    'Phases with n >= 2 sub-networks per step train the phase\'s max network in '
+                    'every step (and its min network when n >= 3), phases with n = 1 in every '
+                    'other step; the others stay random.')
   flags.DEFINE_integer('checkpoint_every_steps', 0,
                        'Save a resumable checkpoint (and validate) every N steps; 0 = once per '
                        'epoch.', lower_bound=0)

@@ -1,7 +1,8 @@
 """What a run measures during and after each phase (DESIGN.md 2.3, evaluation protocol).
 
-- `Evaluator.validation_score`: at every checkpoint, the top-1 of the phase's maximal sub-network on
-  a slice of the validation split, after BN re-calibration; it picks the phase's best checkpoint.
+- `Evaluator.validation_scores`: at every checkpoint, the mean top-1 of the phase's max and min
+  sub-networks on a slice of the validation split, after BN re-calibration; it picks the phase's
+  best checkpoint.
 - `Evaluator.evaluate_phase`: after a phase, the paper's protocol: the uniform sub-networks of the
   phase's space at the evaluation resolutions (optionally thinned by `thin_grid` to `max_subnets`:
   the largest, the cheapest and a mix over every dimension the phase unlocked), each BN
@@ -20,7 +21,7 @@ search's predictor data) also traces the re-calibration forward once (`traced_ca
 
 import collections
 import math
-from typing import List, Optional, Sequence
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -162,7 +163,7 @@ class Evaluator:
       splits: The dataset's `DatasetSplits`.
       calibration_images: Training images for every BN re-calibration (drawn once).
       seed: Seeds the calibration draw and crops.
-      validation_images: Validation images for `validation_score`.
+      validation_images: Validation images for `validation_scores`.
       eval_images: Images of `eval_split` for `evaluate_phase` (0 = all).
       eval_split: The split `evaluate_phase` reports on.
       traced_calibration: Re-calibrate BN through one traced training-mode forward of the
@@ -279,10 +280,17 @@ class Evaluator:
     accuracy = exit_acc[config.exit] if all_exits else correct / seen
     return evaluation.SubnetResult(config, accuracy, exit_acc, seen)
 
-  def validation_score(self, space: sc.SearchSpace) -> float:
-    """Top-1 of the phase's maximal sub-network on the validation slice."""
-    config = space.max_config(max(space.resolutions))
-    return self.evaluate(config, 'validation', self.validation_images).accuracy
+  def validation_scores(self, space: sc.SearchSpace) -> Tuple[float, float]:
+    """Top-1 of the phase's max and min sub-networks on the validation slice.
+
+    Their mean picks a phase's best checkpoint. A later phase trades the max network against the
+    small ones: scored by the max alone, its best checkpoint was nearly always the first one,
+    before the small networks had learned.
+    """
+    configs = (space.max_config(max(space.resolutions)), space.min_config(min(space.resolutions)))
+    top_max, top_min = (self.evaluate(c, 'validation', self.validation_images).accuracy
+                        for c in configs)
+    return float(top_max), float(top_min)
 
   def _row(self, config: sc.SubnetConfig, accuracy: float, images: int) -> dict:
     net = self.supernet

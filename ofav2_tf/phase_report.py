@@ -33,11 +33,11 @@ def _cell(value: Optional[float], width: int) -> str:
 def table(results: List[dict], early_exits: bool) -> str:
   """A fixed-width table of the phases (what the demo prints).
 
-  Columns: steps and seconds of the phase, validation top-1 of its max network (what picked the
-  checkpoint), then on the evaluation split the max network, the best, mean and worst of the `n`
+  Columns: steps and seconds of the phase, the best checkpoint's validation score (mean top-1 of
+  the phase's max and min networks, what picked the checkpoint), then on the evaluation split the max network, the best, mean and worst of the `n`
   uniform sub-networks evaluated, and for early-exit variants exits 1-5 of the max network.
   """
-  header = (f'{"phase":9s} {"steps":>6s} {"sec":>6s} {"val(max)":>9s} {"max-net":>8s} '
+  header = (f'{"phase":9s} {"steps":>6s} {"sec":>6s} {"val":>9s} {"max-net":>8s} '
             f'{"best":>7s} {"mean":>7s} {"min":>7s} {"n":>3s}')
   if early_exits:
     header += '  | exits 1-5 of the max net'

@@ -74,6 +74,7 @@ class RunConfig:
   weight_decay: float = 3e-5
   label_smoothing: float = 0.1
   kd_weight: float = 1.0
+  sandwich: bool = False
   checkpoint_every_steps: int = 0
   validation_images: int = 1000
   # Evaluation.

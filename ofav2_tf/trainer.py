@@ -101,18 +101,32 @@ class CosineWithWarmup(tf_keras.optimizers.schedules.LearningRateSchedule):
 
 
 class ArchSampler:
-  """Seeded sampler of the n sub-networks of each step, as stacked int32 arrays."""
+  """Seeded sampler of the n sub-networks of each step, as stacked int32 arrays.
+
+  With `sandwich`, a step of n >= 2 sub-networks trains the phase's max network in its first slot
+  and, from n >= 3, the phase's min network in its second; the others are random. With n = 1,
+  every even step trains the max network. Uniform sampling alone leaves the max network, which
+  every later phase's teacher and every large sub-network inherit, to chance, and later phases
+  then pull it down (the README's recipe table shows by how much).
+  """
 
   def __init__(self, space: sc.SearchSpace, subnets_per_step: int, seed: int, phase_index: int,
-               fixed: Optional[sc.SubnetConfig] = None):
+               fixed: Optional[sc.SubnetConfig] = None, sandwich: bool = False):
     self.space, self.n, self.seed, self.phase_index = space, subnets_per_step, seed, phase_index
     self.fixed = fixed
+    self.sandwich = sandwich
 
   def configs(self, step: int):
     if self.fixed is not None:
       return [self.fixed] * self.n
     rng = np.random.default_rng([self.seed, self.phase_index, step])
-    return [self.space.sample(rng) for _ in range(self.n)]
+    configs = [self.space.sample(rng) for _ in range(self.n)]
+    if self.sandwich and (self.n >= 2 or step % 2 == 0):
+      # Resolution is the batch's, not the arch's: any resolution gives the same arrays.
+      configs[0] = self.space.max_config()
+      if self.n >= 3:
+        configs[1] = self.space.min_config()
+    return configs
 
   def arrays(self, step: int) -> dict:
     configs = self.configs(step)

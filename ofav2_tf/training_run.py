@@ -10,8 +10,8 @@ For each phase of the schedule, in order:
   3. a phase that starts fresh and unlocks expand ratios sorts the channels first (OFA);
   4. the teacher is extracted from the best checkpoint of the phase named by the teacher mode;
   5. training runs in chunks of `checkpoint_interval` steps; after each chunk the weights and the
-     optimizer are checkpointed (atomically) and the maximal sub-network is validated; the best
-     validation score's weights are kept in `best/`;
+     optimizer are checkpointed (atomically) and the phase's max and min sub-networks are
+     validated; the best validation score's weights are kept in `best/`;
   6. the best weights are evaluated with the paper's protocol and `result.json` is written.
 
 Every chunk's data and sub-networks are derived from (seed, phase, step), so a run killed at any
@@ -173,7 +173,8 @@ class TrainingRun:
         f'phase {plan.index + 1}/{total} {plan.name}: {plan.steps} steps, '
         f'{plan.subnets_per_step} sub-net(s)/step, lr {plan.lr:.6g}, teacher '
         f'{"none" if self.teacher is None else self.config.teacher}')
-    sampler = trainer_lib.ArchSampler(space, plan.subnets_per_step, self.config.seed, plan.index)
+    sampler = trainer_lib.ArchSampler(space, plan.subnets_per_step, self.config.seed, plan.index,
+                                      sandwich=self.config.sandwich)
     offset = sum(p.steps for p in self.plans[:plan.index])
     callbacks = [_ScalarLogger(self.writer, offset, optimizer)]
     if self.callbacks_factory:
@@ -193,8 +194,10 @@ class TrainingRun:
                             steps_per_epoch=end - step, callbacks=callbacks,
                             verbose=self.config.verbose)
       step = end
-      score = self.evaluator.validation_score(space)
-      progress = {'step': step, 'validation': score, 'best_validation': max(best, score),
+      top_max, top_min = self.evaluator.validation_scores(space)
+      score = (top_max + top_min) / 2
+      progress = {'step': step, 'validation': score, 'validation_max': top_max,
+                  'validation_min': top_min, 'best_validation': max(best, score),
                   'loss': float(history.history['loss'][-1]),
                   'accuracy': float(history.history['accuracy'][-1])}
       if score > best:
@@ -204,11 +207,12 @@ class TrainingRun:
       self.folder.save_checkpoint(directory, checkpoint, progress)
       self.folder.prune_steps(plan, keep=directory)
       with self.writer.as_default(step=offset + step):
-        tf.summary.scalar('validation/max_subnet_top1', score)
+        tf.summary.scalar('validation/max_subnet_top1', top_max)
+        tf.summary.scalar('validation/min_subnet_top1', top_min)
       self.writer.flush()
       self.folder.log(f'phase {plan.name} step {step}/{plan.steps}: loss {progress["loss"]:.4f} '
-                      f'train acc {progress["accuracy"]:.4f} val top-1 {score:.4f} '
-                      f'(best {best:.4f})')
+                      f'train acc {progress["accuracy"]:.4f} val top-1 max {top_max:.4f} min '
+                      f'{top_min:.4f}, mean {score:.4f} (best {best:.4f})')
     train_seconds = time.time() - started
     self._load_model(self.folder.best_dir(plan))
     evaluation = self.evaluator.evaluate_phase(

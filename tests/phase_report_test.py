@@ -39,7 +39,7 @@ class PhaseReportTest(absltest.TestCase):
   def test_table_columns(self):
     text = phase_report.table([_result('expand2', ROWS, exits=EXITS)], early_exits=True)
     header, rule, line = text.splitlines()
-    self.assertEqual(header.split()[:10], ['phase', 'steps', 'sec', 'val(max)', 'max-net', 'best',
+    self.assertEqual(header.split()[:10], ['phase', 'steps', 'sec', 'val', 'max-net', 'best',
                                            'mean', 'min', 'n', '|'])
     self.assertLen(rule, len(header))
     cells = line.split()

@@ -6,6 +6,7 @@ import tensorflow as tf
 import tf_keras
 
 from ofav2_tf import phases
+from ofav2_tf import supernet as supernet_lib
 from ofav2_tf import trainer as trainer_lib
 from tests import testutil
 
@@ -67,6 +68,24 @@ class TrainerTest(tf.test.TestCase):
     self.assertNotEqual(a.configs(17), a.configs(18))
     first = next(iter(a.dataset(start_step=17)))
     np.testing.assert_array_equal(first['kernel'].numpy(), a.arrays(17)['kernel'])
+
+  def test_sandwich_puts_max_and_min_first_and_keeps_the_random_rest(self):
+    space = self._sampler(1).space
+    for n in (1, 2, 4):
+      plain = trainer_lib.ArchSampler(space, n, 3, phase_index=3)
+      sandwich = trainer_lib.ArchSampler(space, n, 3, phase_index=3, sandwich=True)
+      for step in (10, 11):
+        got, random = sandwich.configs(step), plain.configs(step)
+        self.assertLen(got, n)
+        if n == 1 and step % 2:  # n = 1: the max network on even steps only
+          self.assertEqual(got, random)
+          continue
+        arrays = lambda c: {k: v.tolist() for k, v in supernet_lib.arch_arrays(c).items()}
+        self.assertEqual(arrays(got[0]), arrays(space.max_config()))
+        if n >= 3:
+          self.assertEqual(arrays(got[1]), arrays(space.min_config()))
+          self.assertEqual(space.min_config().exit, 1)  # height4 unlocks every exit
+        self.assertEqual(got[2 if n >= 3 else 1:], random[2 if n >= 3 else 1:])
 
 
 if __name__ == '__main__':

@@ -38,7 +38,7 @@ def config_from_flags(flag_values) -> run_config_lib.RunConfig:
       steps_per_epoch=f.steps_per_epoch, lr_scale=f.lr_scale,
       phase_lr=flag_defs.parse_phase_map(f.phase_lr, float), warmup_scale=f.warmup_scale,
       momentum=f.momentum, weight_decay=f.weight_decay, label_smoothing=f.label_smoothing,
-      kd_weight=f.kd_weight, checkpoint_every_steps=f.checkpoint_every_steps,
+      kd_weight=f.kd_weight, sandwich=f.sandwich, checkpoint_every_steps=f.checkpoint_every_steps,
       validation_images=f.validation_images, eval_resolutions=ints(f.eval_resolutions),
       eval_max_subnets=f.eval_max_subnets, eval_images=f.eval_images,
       final_eval_images=f.final_eval_images,
