@@ -20,6 +20,22 @@ def index_of(choices, value):
   return tf.reduce_sum(tf.cast(tf.constant(choices, tf.int32) < value, tf.int32))
 
 
+def crop_to_map(kernel, height, width):
+  """The centre taps of a stride-1 'SAME' kernel that can reach an input of height x width.
+
+  A k x k kernel on an h x w map only ever multiplies padding with its taps beyond the central
+  (2h - 1) x (2w - 1), so the cropped kernel gives the same output and the same gradients (zero
+  for the cut taps). It matters because the late stages run 7x7 kernels on 1-3 px maps at the
+  demo's 32-40 px, and TensorFlow's depthwise filter gradient costs about 14x as much at 7x7 as
+  at 3x3 (`benchmarks/elastic_step` measures the whole step).
+  """
+  size = tf.shape(kernel)
+  rows = tf.minimum(size[0], 2 * height - 1)
+  cols = tf.minimum(size[1], 2 * width - 1)
+  return tf.slice(kernel, [(size[0] - rows) // 2, (size[1] - cols) // 2, 0, 0],
+                  [rows, cols, -1, -1])
+
+
 def _kernel_init():
   return tf_keras.initializers.VarianceScaling(2.0, mode='fan_out', distribution='truncated_normal')
 
@@ -115,6 +131,8 @@ class ElasticDepthwiseConv(tf_keras.layers.Layer):
       kernel = tf.switch_case(
           index_of(self.kernel_sizes, kernel_size),
           [lambda k=k: self.kernel_for(k, channels) for k in self.kernel_sizes])
+    if self.stride == 1:
+      kernel = crop_to_map(kernel, tf.shape(x)[1], tf.shape(x)[2])
     return tf.nn.depthwise_conv2d(x, kernel, [1, self.stride, self.stride, 1], 'SAME')
 
   def get_config(self):
