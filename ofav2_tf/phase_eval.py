@@ -176,6 +176,7 @@ class Evaluator:
     """
     self.supernet = supernet
     self.splits = splits
+    self.calibration_images = calibration_images
     self.calibration = pipeline.calibration_images(splits, calibration_images, seed)
     self.seed = seed
     self.sample_seed = seed if sample_seed is None else sample_seed
@@ -186,6 +187,18 @@ class Evaluator:
     self._functions = {}
     self._batch_cache = collections.OrderedDict()
     self._cache_sizes = {}
+
+  def reseeded(self, seed: int, sample_seed: Optional[int] = None) -> 'Evaluator':
+    """The same evaluator with other calibration and sample seeds, sharing its traced functions.
+
+    Measuring the evaluation's own spread takes one evaluator per seed pair; the traced inference
+    depends on the supernet alone, and tracing it again would cost seconds per evaluator.
+    """
+    other = Evaluator(self.supernet, self.splits, self.calibration_images, seed,
+                      self.validation_images, self.eval_images, self.eval_split,
+                      self.traced_calibration, sample_seed)
+    other._functions = self._functions  # pylint: disable=protected-access
+    return other
 
   def _cached(self, key, make):
     """The list of batches `make()` yields, kept for the next call with the same key.
