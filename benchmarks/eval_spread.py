@@ -63,19 +63,6 @@ from ofav2_tf import subnet_config as sc
 from ofav2_tf.data import stratified
 from ofav2_tf.modes import common
 
-_RUN_DIR = flags.DEFINE_string('run_dir', None, 'Folder of a finished training run.')
-_SUBNETS = flags.DEFINE_list(
-    'subnets', None, 'Sub-network config strings to measure instead of the max, middle and min '
-    'uniform networks (each in the run\'s last trained phase\'s space).')
-_CALIBRATION_SEEDS = flags.DEFINE_list(
-    'calibration_seeds', ['0', '1', '2'], 'Seeds of the BN-calibration image draw.')
-_SAMPLE_SEEDS = flags.DEFINE_list(
-    'sample_seeds', ['0', '1', '2'], 'Seeds of the stratified test-image sample.')
-_IMAGES = flags.DEFINE_integer('images', 500, 'Test images per measurement (a stratified sample '
-                               'drawn by the sample seed).', lower_bound=1)
-_CALIBRATION_IMAGES = flags.DEFINE_integer(
-    'calibration_images', None, 'Training images per BN re-calibration; default: the run\'s.',
-    lower_bound=1)
 
 OUTPUT_FILE = 'eval_spread.json'
 SPLIT = 'test'
@@ -330,6 +317,25 @@ def measure(run_dir: str, subnets=None, calibration_seeds=(0, 1, 2), sample_seed
   }
 
 
+def define_flags() -> None:
+  """Defines the command line, only when this module runs as a program.
+
+  `ofav2_tf/flag_defs.py` and the other benchmarks define flags of the same names (`--run_dir`,
+  `--subnets`), and the test suite imports several of them into one process.
+  """
+  flags.DEFINE_string('run_dir', None, 'Folder of a finished training run.')
+  flags.DEFINE_list('subnets', None, 'Sub-network config strings to measure instead of the max, '
+                    'middle and min uniform networks (each in the run\'s last trained phase\'s '
+                    'space).')
+  flags.DEFINE_list('calibration_seeds', ['0', '1', '2'],
+                    'Seeds of the BN-calibration image draw.')
+  flags.DEFINE_list('sample_seeds', ['0', '1', '2'], 'Seeds of the stratified test-image sample.')
+  flags.DEFINE_integer('images', 500, 'Test images per measurement (a stratified sample drawn by '
+                       'the sample seed).', lower_bound=1)
+  flags.DEFINE_integer('calibration_images', None, 'Training images per BN re-calibration; '
+                       'default: the run\'s.', lower_bound=1)
+
+
 def main(argv):
   del argv
   # TensorFlow's INFO lines (checkpoint reading, ...) would drown the progress lines.
@@ -337,12 +343,13 @@ def main(argv):
   tf.get_logger().setLevel('ERROR')
   load_before = os.getloadavg()
   try:
-    if not _RUN_DIR.value:
+    args = flags.FLAGS
+    if not args.run_dir:
       raise errors.ConfigError('--run_dir is required: the folder of a finished training run')
-    result = measure(_RUN_DIR.value, _SUBNETS.value,
-                     parse_seeds('calibration_seeds', _CALIBRATION_SEEDS.value),
-                     parse_seeds('sample_seeds', _SAMPLE_SEEDS.value), _IMAGES.value,
-                     _CALIBRATION_IMAGES.value)
+    result = measure(args.run_dir, args.subnets,
+                     parse_seeds('calibration_seeds', args.calibration_seeds),
+                     parse_seeds('sample_seeds', args.sample_seeds), args.images,
+                     args.calibration_images)
   except errors.OFAError as e:
     print(f'error: {e}', file=sys.stderr, flush=True)
     sys.exit(2)
@@ -354,4 +361,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  define_flags()
   app.run(main)

@@ -75,22 +75,6 @@ from ofav2_tf import trainer as trainer_lib
 from ofav2_tf.data import pipeline
 from ofav2_tf.modes import common
 
-_RUN_DIR = flags.DEFINE_string('run_dir', None, 'Folder of a finished training run.')
-_SUBNETS = flags.DEFINE_list(
-    'subnets', None, 'Sub-network config strings to train instead of the max, middle and '
-    'smallest uniform networks (each in the last phase\'s space).')
-_STEPS = flags.DEFINE_integer(
-    'steps', 0, 'Optimizer steps per network; 0 = as many as the whole schedule took.',
-    lower_bound=0)
-_LR = flags.DEFINE_float('lr', 0.0, 'Peak learning rate; 0 = the run\'s full-phase lr.',
-                         lower_bound=0.0)
-_EVAL_IMAGES = flags.DEFINE_integer('eval_images', 0, 'Test images evaluated (0 = all).',
-                                    lower_bound=0)
-_CHECKPOINT_EVERY = flags.DEFINE_integer(
-    'checkpoint_every', 0, 'Steps between checkpoints of a network; 0 = the run\'s interval.',
-    lower_bound=0)
-_PROGRESS_EVERY = flags.DEFINE_integer('progress_every', 50,
-                                       'Steps between progress lines (stderr).', lower_bound=1)
 
 OUTPUT_DIR = 'from_scratch'
 OUTPUT_FILE = 'from_scratch.json'
@@ -229,8 +213,11 @@ def _train_step_fn(model, optimizer, weight_decay: float, label_smoothing: float
       supernet_lib.IMAGE_SIGNATURE, tf.TensorSpec([None], tf.int64)])
 
 
-def train(model, role: str, settings: _Settings, run_config, splits, folder, directory) -> dict:
+def train(model, role: str, settings: _Settings, run_config, splits, folder, directory,
+          progress_every: int = 50) -> dict:
   """Trains `model` for `settings.steps` steps, resuming from `directory`'s checkpoint.
+
+  A progress line goes to stderr every `progress_every` steps.
 
   Returns:
     steps, resumed_at_step, train_seconds (wall time of every start, trace included),
@@ -269,7 +256,7 @@ def train(model, role: str, settings: _Settings, run_config, splits, folder, dir
         window_images += int(labels.shape[0])
         window_steps += 1
         step += 1
-        if step % _PROGRESS_EVERY.value == 0 or step == settings.steps:
+        if step % progress_every == 0 or step == settings.steps:
           recent = durations[-window_steps:]
           _progress(f'{role} step {step}/{settings.steps}: loss {window_loss / window_steps:.4f} '
                     f'train acc {window_correct / window_images:.4f} '
@@ -303,7 +290,7 @@ def model_accuracy(model, splits, resolution: int, images: int) -> float:
 
 
 def measure(run_dir: str, subnets=None, steps: int = 0, lr: float = 0.0, eval_images: int = 0,
-            checkpoint_every: int = 0) -> dict:
+            checkpoint_every: int = 0, progress_every: int = 50) -> dict:
   """Trains and evaluates the networks; returns the JSON record (see the module docstring)."""
   run = common.load_trained_run(run_dir)
   config, splits, folder = run.config, run.splits, run.folder
@@ -335,7 +322,7 @@ def measure(run_dir: str, subnets=None, steps: int = 0, lr: float = 0.0, eval_im
   for (role, subnet), model in zip(chosen, models):
     settings = _Settings(config, subnet, steps, lr, warmup, interval, full.index)
     directory = os.path.join(root, f'{role}-{settings.key()}')
-    trained = train(model, role, settings, config, splits, folder, directory)
+    trained = train(model, role, settings, config, splits, folder, directory, progress_every)
     own = model_accuracy(model, splits, subnet.resolution, eval_images)
     bn_calibration.recalibrate(model, evaluator.calibration_batches(subnet.resolution))
     recalibrated = model_accuracy(model, splits, subnet.resolution, eval_images)
@@ -366,6 +353,26 @@ def measure(run_dir: str, subnets=None, steps: int = 0, lr: float = 0.0, eval_im
   }
 
 
+def define_flags() -> None:
+  """Defines the command line, only when this module runs as a program.
+
+  `ofav2_tf/flag_defs.py` and the other benchmarks define flags of the same names (`--run_dir`,
+  `--subnets`), and the test suite imports several of them into one process.
+  """
+  flags.DEFINE_string('run_dir', None, 'Folder of a finished training run.')
+  flags.DEFINE_list('subnets', None, 'Sub-network config strings to train instead of the max, '
+                    'middle and smallest uniform networks (each in the last phase\'s space).')
+  flags.DEFINE_integer('steps', 0, 'Optimizer steps per network; 0 = as many as the whole '
+                       'schedule took.', lower_bound=0)
+  flags.DEFINE_float('lr', 0.0, 'Peak learning rate; 0 = the run\'s full-phase lr.',
+                     lower_bound=0.0)
+  flags.DEFINE_integer('eval_images', 0, 'Test images evaluated (0 = all).', lower_bound=0)
+  flags.DEFINE_integer('checkpoint_every', 0, 'Steps between checkpoints of a network; 0 = the '
+                       'run\'s interval.', lower_bound=0)
+  flags.DEFINE_integer('progress_every', 50, 'Steps between progress lines (stderr).',
+                       lower_bound=1)
+
+
 def main(argv):
   del argv
   # TensorFlow's INFO lines (checkpoint sharding, ...) would drown the progress lines.
@@ -373,10 +380,11 @@ def main(argv):
   tf.get_logger().setLevel('ERROR')
   load_before = os.getloadavg()
   try:
-    if not _RUN_DIR.value:
+    args = flags.FLAGS
+    if not args.run_dir:
       raise errors.ConfigError('--run_dir is required: the folder of a finished training run')
-    result = measure(_RUN_DIR.value, _SUBNETS.value, _STEPS.value, _LR.value, _EVAL_IMAGES.value,
-                     _CHECKPOINT_EVERY.value)
+    result = measure(args.run_dir, args.subnets, args.steps, args.lr, args.eval_images,
+                     args.checkpoint_every, args.progress_every)
   except errors.OFAError as e:
     print(f'error: {e}', file=sys.stderr, flush=True)
     sys.exit(2)
@@ -388,4 +396,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  define_flags()
   app.run(main)
