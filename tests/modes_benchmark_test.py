@@ -153,8 +153,9 @@ class BenchmarkModeTest(absltest.TestCase):
     self.assertCountEqual(exits, [f'exit{k}' for k in range(1, EXIT + 1)])
     for value in exits.values():
       self.assertBetween(value, 0.0, 1.0)
-    # The same figure, recomputed here on the evaluation transform's first test images.
-    images, labels = next(iter(pipeline.eval_batches(self.splits, IMAGES, RES, split='test')))
+    # The same figure, recomputed here on the benchmark's stratified sample of test images.
+    images, labels = next(iter(pipeline.eval_batches(self.splits, IMAGES, RES, split='test',
+                                                         images=IMAGES)))
     runner = litert_runner.LiteRTModel(os.path.join(self.export_dir, 'model_float.tflite'))
     predictions = [int(np.argmax(runner.run(image[np.newaxis].numpy())[f'exit{EXIT}']))
                    for image in images]
@@ -201,7 +202,8 @@ class BenchmarkModeTest(absltest.TestCase):
     self.assertEqual(self.report['early_exit']['mac_saving'], saving)
     self.assertLen(early['rows'], len(cascade_lib.DEFAULT_THRESHOLDS))
     # Running the cascade with the written thresholds spends what the report says it saves.
-    images, _ = next(iter(pipeline.eval_batches(self.splits, IMAGES, RES, split='test')))
+    images, _ = next(iter(pipeline.eval_batches(self.splits, IMAGES, RES, split='test',
+                                                         images=IMAGES)))
     cascade = cascade_lib.Cascade(self.manifest_path)
     macs = [cascade.run(image.numpy()).macs for image in images]
     baseline = manifest.segments[-1].cumulative_macs
