@@ -5,9 +5,9 @@ Modes are a registry (`ofav2_tf.modes.MODES`): `train` runs the progressive-shri
 (search, export, ...) register a function taking the parsed flags in their own module under `ofav2_tf/modes/`;
 nothing here changes when one is added.
 
-User mistakes (`OFAError`: bad flag values, missing data, a run folder of another architecture)
-are printed as one line, `error: ...`, with exit status 2 and no traceback; anything else is a bug
-and keeps its traceback.
+User mistakes (`OFAError`: bad flag values, missing data, a run folder of another architecture;
+flags that do not parse or fail their validators) are printed as one line, `error: ...`, with exit
+status 2 and no traceback (`ofav2_tf.cli`); anything else is a bug and keeps its traceback.
 """
 
 import os
@@ -19,6 +19,7 @@ from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags  # pylint: disable=g-import-not-at-top
 from absl import logging  # pylint: disable=g-import-not-at-top
 
+from ofav2_tf import cli  # pylint: disable=g-import-not-at-top
 from ofav2_tf import errors  # pylint: disable=g-import-not-at-top
 from ofav2_tf import flag_defs  # pylint: disable=g-import-not-at-top
 from ofav2_tf import modes  # pylint: disable=g-import-not-at-top
@@ -28,8 +29,7 @@ FLAGS = flags.FLAGS
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f'unexpected arguments {argv[1:]}; every option is a --flag')
+  del argv  # cli.parse_flags refused anything but flags.
   # TensorFlow's INFO lines (checkpoint sharding, ...) would drown the progress display.
   # Retracing notices for the per-sub-network evaluation functions are expected (one static model
   # per evaluated sub-network) and say nothing to the user.
@@ -39,8 +39,7 @@ def main(argv):
   try:
     modes.run(FLAGS.mode, FLAGS)
   except errors.OFAError as e:
-    print(f'error: {e}', file=sys.stderr, flush=True)
-    sys.exit(2)
+    cli.fail(str(e))
   except KeyboardInterrupt:
     print('interrupted: the run folder keeps its last checkpoint; run the same command to resume',
           file=sys.stderr, flush=True)
@@ -48,4 +47,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.quiet_cuda_probe()  # before TensorFlow is imported
+  app.run(main, flags_parser=cli.parse_flags)

@@ -5,6 +5,11 @@
 Preparing Tiny ImageNet takes about a minute on 2 cores; doing it once up front keeps that out
 of the first training run, and the throughput figure tells whether the input pipeline or the
 model will bound training speed on this machine.
+
+Mistakes (an unknown dataset, a missing folder, a bad flag) end with one `error:` line and exit
+status 2, as in `python -m ofav2_tf.main` (`ofav2_tf.cli`). Unlike there, `cli.quiet_cuda_probe`
+cannot help here: `-m` imports the package `ofav2_tf.data`, and with it TensorFlow, before this
+file's first line.
 """
 
 import time
@@ -12,6 +17,7 @@ import time
 from absl import app
 from absl import flags
 
+from ofav2_tf import cli
 from ofav2_tf import data
 from ofav2_tf import errors
 
@@ -34,7 +40,7 @@ def main(argv):
     splits = data.load(_DATASET.value, data_dir=_DATA_DIR.value, manual_dir=_MANUAL_DIR.value,
                        download=_DOWNLOAD.value)
   except errors.OFAError as e:
-    raise app.UsageError(str(e)) from None
+    cli.fail(str(e))  # app.UsageError would print the whole flag help above the message
   print(f'{splits.name}: {splits.num_classes} classes, native size {splits.native_size}, '
         f'train/validation/test = {splits.train_size}/{splits.validation_size}/'
         f'{splits.test_size}, mean {splits.mean}, std {splits.std}; ready in '
@@ -56,4 +62,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  app.run(main, flags_parser=cli.parse_flags)
