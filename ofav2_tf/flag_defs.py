@@ -2,10 +2,10 @@
 
 All flags are optional with defaults, so tests and library code can import this module without
 parsing a command line; `main` decides which ones a mode needs. Validators check what a single flag
-can check (enums, bounds, the syntax of lists and `name=value` maps) when the command line or a
-flagfile is parsed, so a typo fails before any data is read. Checks that need several flags at once
-(a phase name that does not apply to the variant, a resolution outside the supernet's range) live in
-`run_config.RunConfig.validate`.
+can check (enums, bounds, the syntax of lists, `name=value` maps and budgets) when the command line
+or a flagfile is parsed, so a typo fails before any data is read. Checks that need several flags at
+once (a phase name that does not apply to the variant, a resolution outside the supernet's range)
+live in `run_config.RunConfig.validate`.
 
 Presets are flagfiles in `flags/` (`--flagfile=flags/demo_fashion_mnist.cfg`); later flags on the
 command line override them.
@@ -13,7 +13,9 @@ command line override them.
 
 from absl import flags
 
+from ofav2_tf import errors
 from ofav2_tf import variants as variants_lib
+from ofav2_tf.search import objectives as objectives_lib
 
 FLAGS = flags.FLAGS
 
@@ -65,6 +67,15 @@ def _map_validator(value_type):
     except ValueError as e:
       raise flags.ValidationError(str(e)) from None
   return check
+
+
+def _budgets_valid(entries) -> bool:
+  # The search's own parser, so that the flag and the search accept exactly the same budgets.
+  try:
+    objectives_lib.parse_budgets(entries)
+    return True
+  except errors.OFAError as e:
+    raise flags.ValidationError(str(e)) from None
 
 
 _defined = False
@@ -269,3 +280,4 @@ def define_flags() -> None:
   flags.register_validator('phase_epochs', _map_validator(float))
   flags.register_validator('phase_steps', _map_validator(int))
   flags.register_validator('phase_lr', _map_validator(float))
+  flags.register_validator('budgets', _budgets_valid)

@@ -300,6 +300,11 @@ class ObjectivesTest(tf.test.TestCase):
       objectives.parse_budgets('flops<=5')
     with self.assertRaisesRegex(errors.ConfigError, 'must look like'):
       objectives.parse_budgets('macs<5')
+    # A negative limit is a bad value, not bad syntax; a negative exponent is fine.
+    with self.assertRaisesRegex(errors.ConfigError, r'flash<=-5: the limit must be a positive '
+                                r'number \(<objective><=<limit>, e\.g\. flash<=262144'):
+      objectives.parse_budgets('flash<=-5')
+    self.assertEqual(objectives.parse_budgets('latency<=5e-1')[0].limit, 0.5)
     with self.assertRaisesRegex(errors.ConfigError, 'more than once'):
       objectives.parse_budgets('macs<=5,macs<=6')
     with self.assertRaisesRegex(errors.ConfigError, 'positive'):

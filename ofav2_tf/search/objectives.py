@@ -167,8 +167,8 @@ class Budget:
   def __post_init__(self):
     get_objective(self.name)
     if not np.isfinite(self.limit) or self.limit <= 0:
-      raise errors.ConfigError(f'budget {self.name}<={self.limit}: the limit must be a positive '
-                               'number')
+      raise errors.ConfigError(f'budget {self.name}<={self.limit:g}: the limit must be a positive '
+                               'number (<objective><=<limit>, e.g. flash<=262144 or macs<=5e6)')
 
   def __str__(self):
     return f'{self.name}<={self.limit:g}'
@@ -194,7 +194,9 @@ def parse_budgets(spec) -> List[Budget]:
     if isinstance(item, Budget):
       budgets.append(item)
       continue
-    m = re.fullmatch(r'\s*([a-z_]+)\s*<=\s*([0-9.eE+_]+)\s*', str(item))
+    # A sign belongs to the number, so that a negative limit is refused by `Budget` as a value that
+    # must be positive, not as a malformed entry.
+    m = re.fullmatch(r'\s*([a-z_]+)\s*<=\s*([-+0-9.eE_]+)\s*', str(item))
     if not m:
       raise errors.ConfigError(f'budget {item!r} must look like <objective><=<limit>, e.g. '
                                f'macs<=5e6; objectives: {", ".join(OBJECTIVES.names())}')
