@@ -109,6 +109,33 @@ class ImageFolderTest(tf.test.TestCase):
     self.assertIn(not_an_image, message)
     self.assertNotIn(good, message)
 
+  def test_other_files_are_skipped_with_one_warning_per_split(self):
+    root = self.create_tempdir().full_path
+    _make_tree(root, {'train': 2, 'test': 1})
+    others = {'train/ant/anim.gif': b'GIF89a', 'train/cat/still.GIF': b'GIF89a',
+              'train/cat/labels.txt': b'cat', 'train/notes.txt': b'notes',
+              'train/dog/.DS_Store': b'', 'test/dog/photo.webp': b'RIFF', 'test/dog/LICENSE': b''}
+    for name, content in others.items():
+      with open(os.path.join(root, name), 'wb') as f:
+        f.write(content)
+    with self.assertLogs(logger='absl', level='WARNING') as logs:
+      splits = data.load('image_folder', data_dir=root)
+    self.assertEqual(splits.train_size + splits.validation_size, 6)
+    self.assertEqual(splits.test_size, 3)
+    train = os.path.join(root, 'train')
+    test = os.path.join(root, 'test')
+    self.assertEqual(logs.output, [
+        f'WARNING:absl:image_folder: skipped 4 file(s) under {train} that are not .jpg, .jpeg or '
+        '.png images: 2 .gif, 2 .txt',
+        f'WARNING:absl:image_folder: skipped 2 file(s) under {test} that are not .jpg, .jpeg or '
+        '.png images: 1 (no extension), 1 .webp'])
+    # A class folder of GIFs only is still an error, which now says what it holds.
+    os.makedirs(os.path.join(train, 'gifs'))
+    with open(os.path.join(train, 'gifs', 'a.gif'), 'wb') as f:
+      f.write(b'GIF89a')
+    with self.assertRaisesRegex(errors.DataError, r'train/gifs holds no \.jpg.*\(only 1 \.gif\)'):
+      data.load('image_folder', data_dir=root)
+
   def test_layout_errors_say_what_is_wrong(self):
     root = self.create_tempdir().full_path
     with self.assertRaisesRegex(errors.DataError, 'does not exist.*<root>/train/<class>'):

@@ -1,6 +1,8 @@
 """The `image_folder` dataset: any `<root>/<split>/<class>/*.jpg|jpeg|png` tree.
 
-This is how users bring their own data. Splits:
+This is how users bring their own data; files of other types (`.gif`, `.txt`, ...) are skipped,
+with one warning per split counting them by extension, so a folder of GIFs does not silently become
+a smaller dataset. Splits:
   * `train/` is required; its sorted subfolders are the classes (label k = k-th name);
   * `val/` or `validation/` is the validation set, and `test/` the test set, when both exist;
   * with `train/` + `test/` only, the validation set is a seeded 15% of `train/`;
@@ -13,6 +15,7 @@ run. The same pass measures the pixel mean/std and image sizes. Images are resiz
 then centre crop) to one square `native_size`, so the pipeline can batch raw images.
 """
 
+import collections
 import os
 import re
 from typing import Dict, List, Optional, Tuple
@@ -40,6 +43,30 @@ _MAX_LISTED = 10
 
 def _is_image(name: str) -> bool:
   return name.lower().endswith(IMAGE_EXTENSIONS) and not name.startswith('.')
+
+
+def _skipped_files(folder: str, names: List[str]) -> collections.Counter:
+  """Counts by extension the files in `folder` that are not images and will not be read.
+
+  Hidden files (`.DS_Store`, macOS `._*` copies) are left out: they are the file system's, not the
+  user's data.
+  """
+  return collections.Counter(
+      os.path.splitext(name)[1].lower() or '(no extension)' for name in names
+      if not name.startswith('.') and not _is_image(name)
+      and os.path.isfile(os.path.join(folder, name)))
+
+
+def _counts(skipped: collections.Counter) -> str:
+  """'3 .gif, 1 .txt': the most frequent extension first."""
+  return ', '.join(f'{count} {ext}' for ext, count in
+                   sorted(skipped.items(), key=lambda item: (-item[1], item[0])))
+
+
+def _warn_skipped(folder: str, skipped: collections.Counter) -> None:
+  if skipped:
+    logging.warning('image_folder: skipped %d file(s) under %s that are not .jpg, .jpeg or .png '
+                    'images: %s', sum(skipped.values()), folder, _counts(skipped))
 
 
 def _subfolders(path: str) -> List[str]:
@@ -75,7 +102,9 @@ def _list_split(folder: str,
   """
   defining = classes is None
   found = _subfolders(folder)
-  stray = sorted(name for name in os.listdir(folder)
+  top = os.listdir(folder)
+  skipped = _skipped_files(folder, top)
+  stray = sorted(name for name in top
                  if _is_image(name) and os.path.isfile(os.path.join(folder, name)))
   if stray:
     raise errors.DataError(
@@ -97,12 +126,18 @@ def _list_split(folder: str,
     class_dir = os.path.join(folder, name)
     if not os.path.isdir(class_dir):
       continue
-    files = sorted(f for f in os.listdir(class_dir) if _is_image(f))
+    names = os.listdir(class_dir)
+    others = _skipped_files(class_dir, names)
+    skipped.update(others)
+    files = sorted(f for f in names if _is_image(f))
     if not files and defining:
+      found_instead = f' (only {_counts(others)})' if others else ''
       raise errors.DataError(
-          f'class folder {class_dir} holds no .jpg, .jpeg or .png images; remove it or add images')
+          f'class folder {class_dir} holds no .jpg, .jpeg or .png images{found_instead}; remove '
+          'it or add images')
     paths.extend(os.path.join(class_dir, f) for f in files)
     labels.extend([label] * len(files))
+  _warn_skipped(folder, skipped)
   if not paths:
     raise errors.DataError(f'{folder} holds no .jpg, .jpeg or .png images in class subfolders')
   return paths, labels, classes
