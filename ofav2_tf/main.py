@@ -9,6 +9,7 @@ User mistakes (`OFAError`: bad flag values, missing data, a run folder of anothe
 flags that do not parse or fail their validators) are printed as one line, `error: ...`, with exit
 status 2 and no traceback (`ofav2_tf.cli`); anything else is a bug and keeps its traceback.
 """
+# bazel: lazy_deps=ofav2_tf/modes/*.py
 
 import os
 import sys

@@ -19,7 +19,8 @@ Dependencies come from the `import` statements (read with `ast`, so nothing
 is executed): an import that resolves to a module of this repository becomes
 a `deps` edge. Every module also depends on its package's __init__.py, since
 Python runs that first, and on any project .py file that it names in a string
-literal (a child script it runs with `python path/to/child.py`). Imports of
+literal (a child script it runs with `python path/to/child.py`, or a module
+it runs with `python -m ofav2_tf.main`). Imports of
 other packages are pip packages from requirements.txt; Bazel has no targets
 for them, so they are only listed in a comment above each target. Modules that
 import each other (an import cycle, which Python allows but Bazel's graph does
@@ -39,6 +40,9 @@ A module can carry one marker line, a comment starting at column 0:
   shard_count= split a long test over N processes (tests).
   data=       comma-separated globs of non-Python files the module reads at run
               time, relative to the repository root.
+  lazy_deps=  comma-separated globs of project .py files the module imports by
+              name at run time (importlib), which no import statement shows:
+              e.g. the entry point that runs whichever mode a registry names.
 
 Every test also gets the flag files (flags/**) and tests/testdata/** as data.
 
@@ -51,6 +55,7 @@ import argparse
 import ast
 import dataclasses
 import difflib
+import glob
 import os
 import re
 import sys
@@ -72,7 +77,9 @@ SIZES = ('small', 'medium', 'large', 'enormous')
 DEFAULT_SIZE = 'medium'
 TIMEOUTS = ('short', 'moderate', 'long', 'eternal')
 MARKER_RE = re.compile(r'^#\s*bazel:(.*)$')
-MARKER_KEYS = ('size', 'timeout', 'tags', 'shard_count', 'data')
+# A module run as `python -m <name>`: dotted, at least two parts.
+DOTTED_MODULE_RE = re.compile(r'^[A-Za-z_]\w*(\.[A-Za-z_]\w*)+$')
+MARKER_KEYS = ('size', 'timeout', 'tags', 'shard_count', 'data', 'lazy_deps')
 
 # Import name -> pip distribution, for the per-target comments. A fixed table
 # rather than importlib.metadata so that BUILD comes out the same on every
@@ -201,7 +208,7 @@ def parse_marker(source: str, path: str) -> Dict[str, object]:
         if not value.isdigit() or int(value) < 1:
           raise BuildError(f'{where}: shard_count={value!r} must be a positive integer')
         marker[key] = int(value)
-      elif key in ('tags', 'data'):
+      elif key in ('tags', 'data', 'lazy_deps'):
         items = [v for v in value.split(',') if v]
         if not items:
           raise BuildError(f'{where}: {key}= lists nothing')
@@ -330,11 +337,33 @@ def analyse(root: str, path: str) -> Module:
       elif not is_project_package(root, dotted):
         module.unresolved.add(dotted)
   module.deps |= scripts_named(root, tree, path)
+  module.deps |= lazy_deps(root, module.marker.get('lazy_deps', []), path)
   parent = enclosing_init(root, path)
   if parent:
     module.deps.add(parent)
   module.deps.discard(module.key)
   return module
+
+
+def lazy_deps(root: str, patterns: Sequence[str], path: str) -> Set[str]:
+  """The project modules matched by a marker's `lazy_deps=` globs.
+
+  Raises:
+    BuildError: When a glob matches no project .py file (a stale marker).
+  """
+  found = set()
+  for pattern in patterns:
+    matches = sorted(glob.glob(os.path.join(root, pattern)))
+    keys = set()
+    for match in matches:
+      rel = os.path.relpath(match, root).replace(os.sep, '/')
+      if rel.endswith('.py') and rel.split('/', 1)[0] in PROJECT_ROOTS:
+        keys.add(rel[:-len('.py')])
+    if not keys:
+      raise BuildError(f'{path}: lazy_deps={pattern!r} matches no project .py file')
+    found |= keys
+  found.discard(path[:-len('.py')])
+  return found
 
 
 def scripts_named(root: str, tree: ast.AST, path: str) -> Set[str]:
@@ -343,11 +372,15 @@ def scripts_named(root: str, tree: ast.AST, path: str) -> Set[str]:
   A module that starts `python export/_child.py` in a subprocess never imports
   it, yet needs it in Bazel's runfiles. So a string literal that is the name of
   a project .py file, relative to the module's directory or to the repository
-  root, counts as a dependency; a false match only adds a harmless edge.
+  root, counts as a dependency; so does the dotted name of a project module
+  that follows a '-m' in a literal list (`[python, '-m', 'ofav2_tf.main']`).
+  A false match only adds a harmless edge.
   """
   found = set()
   here = os.path.dirname(path)
   for node in ast.walk(tree):
+    if isinstance(node, (ast.List, ast.Tuple)):
+      found.update(modules_run_with_dash_m(root, node.elts, path))
     if not (isinstance(node, ast.Constant) and isinstance(node.value, str)):
       continue
     value = node.value
@@ -359,6 +392,24 @@ def scripts_named(root: str, tree: ast.AST, path: str) -> Set[str]:
           os.path.basename(candidate) not in PYTEST_ONLY_FILES and
           os.path.isfile(os.path.join(root, candidate))):
         found.add(candidate[:-len('.py')])
+  return found
+
+
+def modules_run_with_dash_m(root: str, elements: Sequence[ast.expr], path: str) -> Set[str]:
+  """Project modules named right after a '-m' in one literal argument list.
+
+  Only that pattern counts: a bare dotted string elsewhere is often a lazy
+  import name of a registry, and counting it would tie packages into cycles.
+  """
+  found = set()
+  for flag, name in zip(elements, elements[1:]):
+    if not (isinstance(flag, ast.Constant) and flag.value == '-m' and
+            isinstance(name, ast.Constant) and isinstance(name.value, str)):
+      continue
+    if DOTTED_MODULE_RE.match(name.value) and name.value.split('.', 1)[0] in PROJECT_ROOTS:
+      key = module_name_to_key(root, name.value)
+      if key is not None and key + '.py' != path:
+        found.add(key)
   return found
 
 

@@ -69,6 +69,37 @@ class UpdateBuildTest(absltest.TestCase):
     mods = self.modules(root)
     self.assertEqual(mods['export/runner'].deps, {'export/_child', 'tools/gen'})
 
+  def test_module_run_with_dash_m_is_a_dependency(self):
+    root = self.make_tree({
+        'ofav2_tf/__init__.py': '',
+        'ofav2_tf/main.py': '',
+        'ofav2_tf/lazy.py': '',
+        'tests/main_test.py': ("import subprocess, sys\n"
+                               "subprocess.run([sys.executable, '-m', 'ofav2_tf.main'])\n"
+                               "_REGISTRY = {'lazy': 'ofav2_tf.lazy'}\n"
+                               "_NOT_OURS = ['-m', 'pytest']\n"),
+    })
+    mods = self.modules(root)
+    # Only the name after '-m' counts; a bare dotted string is a lazy-import name.
+    self.assertEqual(mods['tests/main_test'].deps, {'ofav2_tf/main'})
+
+  def test_lazy_deps_marker_adds_the_modules_a_registry_imports_by_name(self):
+    root = self.make_tree({
+        'ofav2_tf/__init__.py': '',
+        'ofav2_tf/main.py': '# bazel: lazy_deps=ofav2_tf/modes/*.py\n',
+        'ofav2_tf/modes/__init__.py': "MODULES = ('ofav2_tf.modes.train',)\n",
+        'ofav2_tf/modes/train.py': 'from ofav2_tf import modes\n',
+    })
+    mods = self.modules(root)
+    self.assertEqual(mods['ofav2_tf/main'].deps,
+                     {'ofav2_tf/__init__', 'ofav2_tf/modes/__init__', 'ofav2_tf/modes/train'})
+
+  def test_lazy_deps_marker_that_matches_nothing_is_an_error(self):
+    root = self.make_tree({'ofav2_tf/__init__.py': '',
+                           'ofav2_tf/main.py': '# bazel: lazy_deps=ofav2_tf/gone/*.py\n'})
+    with self.assertRaisesRegex(update_build.BuildError, 'matches no project'):
+      self.modules(root)
+
   def test_missing_project_module_is_reported(self):
     root = self.make_tree({
         'ofav2_tf/__init__.py': '',
