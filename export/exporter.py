@@ -33,9 +33,9 @@ import dataclasses
 import json
 import os
 import shutil
-import tempfile
 from typing import Callable, Optional, Sequence, Union
 
+from absl import logging
 import numpy as np
 import tensorflow as tf
 import tf_keras
@@ -243,15 +243,16 @@ def _prepare_out_dir(out_dir, overwrite):
     raise ExportError(f'export folder {out_dir} is an existing file; choose a folder name')
   parent = os.path.dirname(out_dir)
   os.makedirs(parent, exist_ok=True)
-  return out_dir, tempfile.mkdtemp(prefix=f'.{os.path.basename(out_dir)}.tmp-', dir=parent)
+  for path in atomic_write.remove_stale(parent, os.path.basename(out_dir)):
+    logging.warning('removed %s, left by an interrupted export', path)
+  return out_dir, atomic_write.temp_dir(parent, os.path.basename(out_dir))
 
 
 def _publish(tmp, out_dir):
   """Renames the finished temporary folder to `out_dir`, replacing an old export there."""
   old = None
   if os.path.exists(out_dir):
-    old = tempfile.mkdtemp(prefix=f'.{os.path.basename(out_dir)}.old-',
-                           dir=os.path.dirname(out_dir))
+    old = atomic_write.temp_dir(os.path.dirname(out_dir), os.path.basename(out_dir), 'old')
     os.rmdir(old)
     os.rename(out_dir, old)
   os.rename(tmp, out_dir)

@@ -28,3 +28,11 @@ class ArchitectureMismatchError(OFAError, ValueError):
 
 class DataError(OFAError, IOError):
   """A dataset is missing, incomplete or corrupt."""
+
+
+class StorageError(OFAError, OSError):
+  """A file or folder could not be written or read: permissions, a read-only or full disk.
+
+  Not the user's input as such, but theirs to fix (free space, make a folder writable), so it is
+  reported like a mistake, with its own exit status (`ofav2_tf.cli.EXIT_STORAGE`).
+  """

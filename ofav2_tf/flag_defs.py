@@ -270,6 +270,9 @@ def define_flags() -> None:
   flags.DEFINE_integer('cpu_devices', 0,
                        'Split the CPU into this many logical devices (for mirrored on a CPU-only '
                        'machine); 0 = leave as is.', lower_bound=0)
+  flags.DEFINE_boolean('traceback', False,
+                       'On a failure, print the traceback under the one error: line (a bug\'s '
+                       'traceback is always kept in the run\'s log.txt or a temporary file).')
   flags.DEFINE_integer('verbose', 1, 'Keras progress display: 0 silent, 1 progress bar, '
                        '2 one line per checkpoint chunk.', lower_bound=0, upper_bound=2)
 

@@ -5,9 +5,11 @@ Modes are a registry (`ofav2_tf.modes.MODES`): `train` runs the progressive-shri
 (search, export, ...) register a function taking the parsed flags in their own module under `ofav2_tf/modes/`;
 nothing here changes when one is added.
 
-User mistakes (`OFAError`: bad flag values, missing data, a run folder of another architecture;
-flags that do not parse or fail their validators) are printed as one line, `error: ...`, with exit
-status 2 and no traceback (`ofav2_tf.cli`); anything else is a bug and keeps its traceback.
+Every failure is one line on stderr, `error: ...`, with an exit status that says its kind
+(`ofav2_tf.cli`): 2 for user mistakes (`OFAError`: bad flag values, missing data, a run folder of
+another architecture; flags that do not parse or fail their validators), 3 for a file that cannot be
+written (permission, read-only or full disk), 1 for a bug, whose traceback is kept in the run's
+log.txt (or a temporary file) and printed with `--traceback`.
 """
 # bazel: lazy_deps=ofav2_tf/modes/*.py
 
@@ -21,7 +23,6 @@ from absl import flags  # pylint: disable=g-import-not-at-top
 from absl import logging  # pylint: disable=g-import-not-at-top
 
 from ofav2_tf import cli  # pylint: disable=g-import-not-at-top
-from ofav2_tf import errors  # pylint: disable=g-import-not-at-top
 from ofav2_tf import flag_defs  # pylint: disable=g-import-not-at-top
 from ofav2_tf import modes  # pylint: disable=g-import-not-at-top
 
@@ -39,12 +40,12 @@ def main(argv):
   tf.get_logger().setLevel('ERROR')
   try:
     modes.run(FLAGS.mode, FLAGS)
-  except errors.OFAError as e:
-    cli.fail(str(e))
   except KeyboardInterrupt:
     print('interrupted: the run folder keeps its last checkpoint; run the same command to resume',
           file=sys.stderr, flush=True)
-    sys.exit(130)
+    sys.exit(cli.EXIT_INTERRUPTED)
+  except Exception as e:  # pylint: disable=broad-except
+    cli.report_failure(e, run_dir=FLAGS.run_dir, show_traceback=FLAGS.traceback)
 
 
 if __name__ == '__main__':

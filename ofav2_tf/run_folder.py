@@ -14,15 +14,21 @@
 
 Every checkpoint is written under a temporary name and renamed when complete, so a process killed
 at any moment (SIGKILL included) leaves either the previous or the new checkpoint, never a torn one;
-`latest_step` ignores leftovers of an interrupted write.
+`latest_step` ignores leftovers of an interrupted write, and the next start removes them
+(`remove_leftovers`). A write that fails (a full disk, a folder made read-only) removes its own
+temporary folder and raises `StorageError`, the previous checkpoint intact. A new run folder appears
+whole: config.json and provenance.json are written into a hidden sibling folder that is then
+renamed, so a failure before that leaves nothing, and a failure after it a folder that resumes.
 """
 
+import errno
 import json
 import os
 import shutil
 import sys
+import tempfile
 import time
-from typing import Optional
+from typing import List, Optional
 
 import tensorflow as tf
 
@@ -34,6 +40,7 @@ CONFIG_FILE = 'config.json'
 PROGRESS_FILE = 'progress.json'
 RESULT_FILE = 'result.json'
 _TMP = '.tmp'
+_OLD = '.old'
 
 
 def write_json_atomic(path: str, value) -> None:
@@ -84,25 +91,58 @@ class RunFolder:
       ArchitectureMismatchError: The folder holds a run of another architecture. Nothing is
         written in that case.
     """
-    if self.exists():
-      saved = read_json(self.file(CONFIG_FILE))
-      run_config_lib.check_same_architecture(saved, config.architecture(), self.path)
-      resumed = True
-    else:
-      resumed = False
-    os.makedirs(self.path, exist_ok=True)
-    if resumed:
-      # Keep the original; a changed schedule flag is recorded beside it for the reader.
-      write_json_atomic(self.file('config.resumed.json'), config.to_dict())
-    else:
-      write_json_atomic(self.file(CONFIG_FILE), config.to_dict())
-    self._record_provenance(resumed)
-    return resumed
+    if not self.exists():
+      self._create(config)
+      return False
+    saved = read_json(self.file(CONFIG_FILE))
+    run_config_lib.check_same_architecture(saved, config.architecture(), self.path)
+    # Keep the original; a changed schedule flag is recorded beside it for the reader.
+    write_json_atomic(self.file('config.resumed.json'), config.to_dict())
+    self._record_provenance(True, self.path)
+    return True
 
-  def _record_provenance(self, resumed: bool) -> None:
+  def _create(self, config: run_config_lib.RunConfig) -> None:
+    """Writes a new run folder as a whole: in a hidden sibling, renamed when complete."""
+    if os.path.isdir(self.path) and os.listdir(self.path):
+      # The user's own non-empty folder cannot be renamed onto; config.json goes last there, as
+      # the mark of a run folder (`exists`).
+      self._record_provenance(False, self.path)
+      write_json_atomic(self.file(CONFIG_FILE), config.to_dict())
+      return
+    parent = os.path.dirname(self.path)
+    try:
+      os.makedirs(parent, exist_ok=True)
+      staging = tempfile.mkdtemp(prefix=f'.{os.path.basename(self.path)}.new-', dir=parent)
+    except OSError as e:
+      raise _storage_error(e, f'cannot create the run folder {self.path}') from None
+    try:
+      write_json_atomic(os.path.join(staging, CONFIG_FILE), config.to_dict())
+      self._record_provenance(False, staging)
+      os.replace(staging, self.path)  # onto a missing or empty folder
+    finally:
+      shutil.rmtree(staging, ignore_errors=True)
+
+  def remove_leftovers(self) -> List[str]:
+    """Deletes what interrupted writes left: checkpoint `.tmp`/`.old` folders, and the temporary
+    files of `write_json_atomic` whose writer is gone (`export.atomic_write.remove_stale`).
+
+    Returns:
+      The removed paths, relative to the run folder, for the log.
+    """
+    removed = atomic_write.remove_stale(self.path)
+    for directory, folders, _ in os.walk(self.file('phases')):
+      removed += atomic_write.remove_stale(directory)
+      for name in list(folders):
+        if name.endswith((_TMP, _OLD)) and os.path.isdir(os.path.join(directory, name)):
+          removed.append(os.path.join(directory, name))
+          shutil.rmtree(removed[-1], ignore_errors=True)
+          folders.remove(name)
+    return sorted(os.path.relpath(path, self.path) for path in removed)
+
+  def _record_provenance(self, resumed: bool, folder: str) -> None:
     import numpy as np  # pylint: disable=g-import-not-at-top
     import tf_keras  # pylint: disable=g-import-not-at-top
-    path = self.file('provenance.json')
+    path = os.path.join(folder, 'provenance.json')
     history = read_json(path) if os.path.exists(path) else []
     history.append({
         'started': time.strftime('%Y-%m-%dT%H:%M:%S%z'),
@@ -121,10 +161,13 @@ class RunFolder:
   def log(self, message: str) -> None:
     """Prints `message` and appends it, time-stamped, to log.txt."""
     print(message, flush=True)
-    os.makedirs(self.path, exist_ok=True)
-    with open(self.file('log.txt'), 'a') as f:
-      for line in str(message).splitlines() or ['']:
-        f.write(f'{time.strftime("%H:%M:%S")} {line}\n')
+    try:
+      os.makedirs(self.path, exist_ok=True)
+      with open(self.file('log.txt'), 'a') as f:
+        for line in str(message).splitlines() or ['']:
+          f.write(f'{time.strftime("%H:%M:%S")} {line}\n')
+    except OSError as e:
+      raise _storage_error(e, f'cannot write the run\'s log {self.file("log.txt")}') from None
 
   # -- phases ------------------------------------------------------------------------------------
 
@@ -159,10 +202,16 @@ class RunFolder:
     """Writes `checkpoint` and `progress` into `directory` atomically (tmp folder, rename)."""
     tmp = directory + _TMP
     shutil.rmtree(tmp, ignore_errors=True)
-    os.makedirs(tmp)
-    checkpoint.write(os.path.join(tmp, 'ckpt'))
-    write_json_atomic(os.path.join(tmp, PROGRESS_FILE), progress)
-    old = directory + '.old'
+    try:
+      os.makedirs(tmp)
+      checkpoint.write(os.path.join(tmp, 'ckpt'))
+      write_json_atomic(os.path.join(tmp, PROGRESS_FILE), progress)
+    except (OSError, tf.errors.OpError) as e:
+      shutil.rmtree(tmp, ignore_errors=True)
+      kept = ('the previous checkpoint there is intact' if os.path.exists(directory)
+              else 'earlier checkpoints are intact')
+      raise _storage_error(e, f'cannot write the checkpoint {directory} ({kept})') from None
+    old = directory + _OLD
     if os.path.exists(directory):
       shutil.rmtree(old, ignore_errors=True)
       os.replace(directory, old)
@@ -196,6 +245,21 @@ class RunFolder:
   @staticmethod
   def checkpoint_prefix(directory: str) -> str:
     return os.path.join(directory, 'ckpt')
+
+
+def _storage_error(error: Exception, what: str) -> errors.StorageError:
+  """`what`, the reason in one line and what to do, as the StorageError the command line reports."""
+  message = str(getattr(error, 'message', None) or getattr(error, 'strerror', None) or error)
+  message = message.splitlines()[0] if message.strip() else type(error).__name__
+  if 'no space left' in message.lower() or getattr(error, 'errno', None) == errno.ENOSPC:
+    hint = 'the disk is full: free some space and run the same command again to resume'
+  elif getattr(error, 'errno', None) in (errno.EACCES, errno.EPERM, errno.EROFS) or any(
+      text in message for text in ('Permission denied', 'Read-only file system')):
+    hint = ('the run folder must be writable: fix its permissions, or copy the run to a writable '
+            'place and use that as --run_dir')
+  else:
+    hint = 'fix the cause and run the same command again to resume'
+  return errors.StorageError(f'{what}: {message}; {hint}')
 
 
 def _git_commit() -> Optional[str]:

@@ -11,6 +11,7 @@ import sys
 from absl.testing import absltest
 
 from ofav2_tf import cli
+from ofav2_tf import errors
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -33,6 +34,74 @@ class FailTest(absltest.TestCase):
       cli.fail('first line\n  second line\n')
     self.assertEqual(raised.exception.code, 2)
     self.assertEqual(stderr.getvalue(), 'error: first line; second line\n')
+
+
+class ReportFailureTest(absltest.TestCase):
+  """Every exception kind ends as one line with its documented exit status."""
+
+  def report(self, error, run_dir=None, show_traceback=False):
+    stderr = io.StringIO()
+    with contextlib.redirect_stderr(stderr), self.assertRaises(SystemExit) as raised:
+      try:
+        raise error
+      except Exception as e:  # pylint: disable=broad-except
+        cli.report_failure(e, run_dir=run_dir, show_traceback=show_traceback)
+    return raised.exception.code, stderr.getvalue().splitlines()
+
+  def test_a_mistake_is_status_2(self):
+    code, lines = self.report(errors.ConfigError('--x must be 1 or 2'))
+    self.assertEqual((code, lines), (cli.EXIT_USAGE, ['error: --x must be 1 or 2']))
+
+  def test_storage_errors_are_status_3_with_what_to_do(self):
+    cases = [
+        (OSError(28, 'No space left on device', '/r/metrics.json'), 'free some space'),
+        (PermissionError(13, 'Permission denied', '/r/log.txt'), 'make the folder writable'),
+        (OSError(30, 'Read-only file system', '/r/log.txt'), 'read-only file system'),
+        (errors.StorageError('cannot write the checkpoint /r/best'), '/r/best'),
+    ]
+    for error, needle in cases:
+      code, lines = self.report(error)
+      self.assertEqual(code, cli.EXIT_STORAGE, msg=lines)
+      self.assertLen(lines, 1)
+      self.assertIn(needle, lines[0])
+
+  def test_tensorflow_disk_full_is_a_storage_error(self):
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    error = tf.errors.ResourceExhaustedError(None, None, '/r/x.tempstate; No space left on device')
+    code, lines = self.report(error)
+    self.assertEqual(code, cli.EXIT_STORAGE)
+    self.assertIn('No space left on device', lines[0])
+    self.assertIn('resumes from its last complete checkpoint', lines[0])
+
+  def test_a_bug_keeps_its_traceback_in_the_runs_log(self):
+    run_dir = self.create_tempdir().full_path
+    log = os.path.join(run_dir, 'log.txt')
+    with open(log, 'w') as f:
+      f.write('12:00:00 phase full step 4/8\n')
+    code, lines = self.report(KeyError('boom'), run_dir=run_dir)
+    self.assertEqual(code, cli.EXIT_BUG)
+    self.assertLen(lines, 1)
+    self.assertIn("KeyError: 'boom'", lines[0])
+    self.assertIn(log, lines[0])
+    with open(log) as f:
+      text = f.read()
+    self.assertIn('Traceback (most recent call last)', text)
+    self.assertTrue(text.rstrip().splitlines()[-1].endswith(lines[0]), msg=text)
+
+  def test_a_bug_without_a_run_folder_writes_a_temporary_file(self):
+    code, lines = self.report(RuntimeError('boom'), run_dir='/no/such/run')
+    self.assertEqual(code, cli.EXIT_BUG)
+    path = lines[0].split('which is in ')[1].split(';')[0]
+    self.addCleanup(os.unlink, path)
+    with open(path) as f:
+      self.assertIn('RuntimeError: boom', f.read())
+
+  def test_traceback_flag_prints_it_above_the_line(self):
+    code, lines = self.report(errors.ConfigError('bad'), show_traceback=True)
+    self.assertEqual(code, cli.EXIT_USAGE)
+    self.assertEqual(lines[0], 'Traceback (most recent call last):')
+    self.assertEqual(lines[-1], 'error: bad')
+    self.assertLen([line for line in lines if line.startswith('error:')], 1)
 
 
 class QuietCudaProbeTest(absltest.TestCase):

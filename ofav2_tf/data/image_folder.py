@@ -114,6 +114,10 @@ def _list_split(folder: str,
     classes = found
     if not classes:
       raise errors.DataError(f'{folder} has no class subfolders; expected the layout {LAYOUT}')
+    if len(classes) < 2:
+      raise errors.DataError(
+          f'{folder} has one class folder ({classes[0]}); a classifier needs at least 2, one '
+          f'subfolder per class (layout {LAYOUT})')
   else:
     unknown = [name for name in found if name not in classes]
     if unknown:

@@ -6,8 +6,9 @@ Preparing Tiny ImageNet takes about a minute on 2 cores; doing it once up front 
 of the first training run, and the throughput figure tells whether the input pipeline or the
 model will bound training speed on this machine.
 
-Mistakes (an unknown dataset, a missing folder, a bad flag) end with one `error:` line and exit
-status 2, as in `python -m ofav2_tf.main` (`ofav2_tf.cli`). Unlike there, `cli.quiet_cuda_probe`
+Every failure ends with one `error:` line and the exit status of its kind, as in
+`python -m ofav2_tf.main` (`ofav2_tf.cli`): 2 for a mistake (an unknown dataset, a missing folder, a
+bad flag), 3 for a folder that cannot be written, 1 for a bug (`--traceback` prints it). Unlike there, `cli.quiet_cuda_probe`
 cannot help here: `-m` imports the package `ofav2_tf.data`, and with it TensorFlow, before this
 file's first line.
 """
@@ -19,7 +20,6 @@ from absl import flags
 
 from ofav2_tf import cli
 from ofav2_tf import data
-from ofav2_tf import errors
 
 _DATASET = flags.DEFINE_string('dataset', 'tiny_imagenet', 'Dataset name (see ofav2_tf.data).')
 _DATA_DIR = flags.DEFINE_string('data_dir', None, 'Dataset / TFDS data directory.')
@@ -31,16 +31,26 @@ _BATCH_SIZE = flags.DEFINE_integer('batch_size', 64, 'Batch size of the timing r
                                    lower_bound=1)
 _RESOLUTIONS = flags.DEFINE_list('resolutions', None,
                                  'Sizes of the timing run (default: the native size).')
+_TRACEBACK = flags.DEFINE_boolean('traceback', False,
+                                  'On a failure, print the traceback under the error: line.')
+flags.register_validator(
+    'resolutions', lambda v: not v or all(r.strip().isdigit() and int(r) > 0 for r in v),
+    message='--resolutions must be a comma-separated list of positive integers, e.g. 56,64')
 
 
 def main(argv):
   del argv  # Unused.
-  start = time.perf_counter()
   try:
-    splits = data.load(_DATASET.value, data_dir=_DATA_DIR.value, manual_dir=_MANUAL_DIR.value,
-                       download=_DOWNLOAD.value)
-  except errors.OFAError as e:
-    cli.fail(str(e))  # app.UsageError would print the whole flag help above the message
+    _prepare_and_time()
+  except Exception as e:  # pylint: disable=broad-except
+    # Not app.UsageError, which would print the whole flag help above the message.
+    cli.report_failure(e, show_traceback=_TRACEBACK.value)
+
+
+def _prepare_and_time():
+  start = time.perf_counter()
+  splits = data.load(_DATASET.value, data_dir=_DATA_DIR.value, manual_dir=_MANUAL_DIR.value,
+                     download=_DOWNLOAD.value)
   print(f'{splits.name}: {splits.num_classes} classes, native size {splits.native_size}, '
         f'train/validation/test = {splits.train_size}/{splits.validation_size}/'
         f'{splits.test_size}, mean {splits.mean}, std {splits.std}; ready in '

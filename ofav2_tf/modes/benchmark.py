@@ -30,12 +30,12 @@ import dataclasses
 import json
 import os
 import shutil
-import tempfile
 import time
 from typing import List, Optional
 
 import numpy as np
 
+from export import atomic_write
 from ofav2_tf import errors
 from ofav2_tf.modes import MODES
 from ofav2_tf.modes import common
@@ -264,7 +264,6 @@ def _plot(sweep, path: str, title: str) -> None:
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use('Agg', force=False)
   from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
-  from export import atomic_write  # pylint: disable=g-import-not-at-top
   rows = sweep.rows
   fig, axes = plt.subplots(1, 2, figsize=(10, 4))
   panels = ((axes[0], 'mean_macs', 'mean MACs per image'),
@@ -345,7 +344,7 @@ def _publish(tmp: str, out_dir: str) -> None:
   """Renames the finished temporary folder to `out_dir`, replacing an old one whole."""
   old = None
   if os.path.exists(out_dir):
-    old = tempfile.mkdtemp(prefix=f'.{BENCHMARK_DIR}.old-', dir=os.path.dirname(out_dir))
+    old = atomic_write.temp_dir(os.path.dirname(out_dir), BENCHMARK_DIR, 'old')
     os.rmdir(old)
     os.rename(out_dir, old)
   os.rename(tmp, out_dir)
@@ -368,11 +367,12 @@ def benchmark(flag_values):
              f'at {resolution}x{resolution}, {flag_values.benchmark_runs} timed runs per file and '
              f'thread count')
   out_dir = folder.file(BENCHMARK_DIR)
-  tmp = tempfile.mkdtemp(prefix=f'.{BENCHMARK_DIR}.tmp-', dir=folder.path)
+  for path in atomic_write.remove_stale(folder.path, BENCHMARK_DIR):
+    folder.log(f'Removed {path}, left by an interrupted benchmark')
+  tmp = atomic_write.temp_dir(folder.path, BENCHMARK_DIR)
   try:
     report, sweep = _measure(flag_values, folder, summary, files, manifest_path, no_cascade,
                              images, labels, resolution, tmp)
-    from export import atomic_write  # pylint: disable=g-import-not-at-top
     atomic_write.write_text(os.path.join(tmp, 'benchmark.json'),
                             json.dumps(report, indent=2) + '\n')
     atomic_write.write_text(os.path.join(tmp, 'device_table.md'), _device_table(report))
@@ -471,7 +471,6 @@ def _measure(flag_values, folder, summary, files, manifest_path, no_cascade, ima
 
 def _cascade(folder, files, entries, manifest_path, images, labels, tmp):
   """The threshold sweep of the segment chain; early_exit.json and early_exit.png in `tmp`."""
-  from export import atomic_write  # pylint: disable=g-import-not-at-top
   from export import cascade as cascade_lib  # pylint: disable=g-import-not-at-top
   folder.log(f'Early-exit cascade: threshold sweep on {len(images)} test images')
   segments = [f for f in files if f.segment is not None]

@@ -47,13 +47,22 @@ def config_from_flags(flag_values) -> run_config_lib.RunConfig:
 
 
 def resolve(config: run_config_lib.RunConfig, splits) -> run_config_lib.RunConfig:
-  """Fills in what depends on the data and validates the whole configuration."""
+  """Fills in what depends on the data and validates the whole configuration.
+
+  Everything a new run can be refused for is checked here, before the run folder is created, so a
+  refused run leaves nothing behind.
+  """
+  if splits.num_classes < 2:
+    raise errors.DataError(f'dataset {splits.name} has {splits.num_classes} class; a classifier '
+                           'needs at least 2')
   config.num_classes = splits.num_classes
   if not config.resolutions:
     config.resolutions = run_config_lib.default_resolutions(splits.native_size)
   if not config.eval_resolutions:
     config.eval_resolutions = tuple(sorted({min(config.resolutions), max(config.resolutions)}))
-  return config.validate()
+  config.validate()
+  config.plan(splits.train_size)  # a phase left with no steps
+  return config
 
 
 def trained_plan(config: run_config_lib.RunConfig, folder: run_folder_lib.RunFolder,

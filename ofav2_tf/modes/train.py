@@ -16,10 +16,14 @@ def train(flag_values):
   strategy = _strategy(config.distribution, flag_values.cpu_devices)
   splits = common.load_dataset(config)
   config = common.resolve(config, splits)
-  resumed = folder.open_for(config)
+  resumed = folder.open_for(config)  # everything that can be refused was checked by now
   folder.log(f'{"Resuming" if resumed else "Starting"} run {folder.path}: {config.variant} on '
              f'{splits.name} ({splits.train_size} train / {splits.validation_size} validation / '
              f'{splits.test_size} test images, {splits.num_classes} classes)')
+  leftovers = folder.remove_leftovers() if resumed else []
+  if leftovers:
+    folder.log(f'Removed {len(leftovers)} leftover(s) of an interrupted write: '
+               f'{", ".join(leftovers)}')
   return training_run.TrainingRun(config, folder, splits, strategy=strategy).run()
 
 
