@@ -78,6 +78,19 @@ def _budgets_valid(entries) -> bool:
     raise flags.ValidationError(str(e)) from None
 
 
+def _objectives_valid(names) -> bool:
+  # The search's own registry, so that an unknown name lists the valid ones.
+  if not names:
+    raise flags.ValidationError('--objectives is empty; valid: '
+                                f'{", ".join(objectives_lib.OBJECTIVES.names())}')
+  try:
+    for name in names:
+      objectives_lib.get_objective(name.strip())
+    return True
+  except errors.OFAError as e:
+    raise flags.ValidationError(f'--objectives: {e}') from None
+
+
 _defined = False
 
 
@@ -284,3 +297,4 @@ def define_flags() -> None:
   flags.register_validator('phase_steps', _map_validator(int))
   flags.register_validator('phase_lr', _map_validator(float))
   flags.register_validator('budgets', _budgets_valid)
+  flags.register_validator('objectives', _objectives_valid)

@@ -17,6 +17,7 @@ from ofav2_tf import checkpoints
 from ofav2_tf import errors
 from ofav2_tf import flag_defs
 from ofav2_tf import phases as phases_lib
+from ofav2_tf import subnet_config
 from ofav2_tf import variants as variants_lib
 
 # The supernet's constructor arguments that shape its weights (the checkpoints' own list).
@@ -181,6 +182,11 @@ class RunConfig:
     for name in ('kernel_sizes', 'expand_ratios', 'depths'):
       if not getattr(self, name):
         raise errors.ConfigError(f'--{name} is empty')
+    try:  # the space's own checks (odd kernels, depths within a stage), before a folder is made
+      subnet_config.SearchSpace.for_variant(self.variant, self.resolutions, self.kernel_sizes,
+                                            self.expand_ratios, self.depths)
+    except errors.ConfigError as e:
+      raise errors.ConfigError(f'--kernel_sizes/--expand_ratios/--depths: {e}') from None
     return self
 
 

@@ -40,6 +40,17 @@ class BadInputTest(parameterized.TestCase):
       ('negative_batch', ['--batch_size=-4'], ['--batch_size', '-4']),
       ('negative_epochs', ['--epoch_scale=-1'], ['--epoch_scale']),
       ('unknown_mode', ['--mode=trian'], ['trian', 'train']),
+      ('even_kernel', ['--kernel_sizes=3,4'], ['kernel_sizes (3, 4)', 'odd']),
+      ('depth_beyond_a_stage', ['--depths=2,9'], ['depths (2, 9)', '1..4']),
+      ('eval_resolution_not_trained', ['--resolutions=24,28', '--eval_resolutions=32'],
+       ['[32]', 'valid: 24,28']),
+      ('multi_worker_driver', ['--distribution=multi_worker'], ['multi_worker', 'mirrored']),
+      ('one_phase_without_steps', ['--epoch_scale=0', '--phases=full'],
+       ['phase full gets 0 steps', '--phase_steps']),
+      ('image_folder_missing', ['--dataset=image_folder:/no/such/folder'],
+       ['/no/such/folder does not exist', '<root>/train/<class>']),
+      ('evaluate_without_a_run', ['--mode=evaluate'],
+       ['holds no run (no config.json)', '--mode=train']),
   )
   def test_flag_mistakes(self, argv, needles):
     run_dir = self._run_dir()
@@ -65,6 +76,18 @@ class BadInputTest(parameterized.TestCase):
       ('malformed_budget', ['--budgets=flash<5'], ['flash<5', 'must look like']),
       ('positional_argument', ['train'], ["unexpected arguments ['train']", '--flag']),
       ('missing_flagfile', ['--flagfile=/no/such/file.cfg'], ['/no/such/file.cfg']),
+      ('unknown_teacher', ['--teacher=bogus'], ['--teacher=bogus', 'pet|fixed|none']),
+      ('unknown_eval_split', ['--eval_split=train'], ['--eval_split=train', 'validation|test']),
+      ('phase_lr_not_a_number', ['--phase_lr=full=abc'], ["'abc' is not a float"]),
+      ('phase_map_unknown_form', ['--phase_steps=full:4'], ['full:4']),
+      ('resolutions_not_integers', ['--resolutions=abc'], ['--resolutions', 'positive integers']),
+      ('zero_width', ['--width_multiplier=0'], ['--width_multiplier=0', '>= 0.05']),
+      ('validation_fraction_too_big', ['--validation_fraction=1.5'], ['range [0.0, 0.9]']),
+      ('unknown_objective', ['--objectives=mac,flash'],
+       ["unknown cost objective 'mac'", 'macs, params']),
+      ('no_objective', ['--objectives='], ['--objectives is empty', 'macs']),
+      ('budget_of_an_unknown_objective', ['--budgets=flsh<=5'], ["'flsh'", 'flash']),
+      ('population_too_small', ['--population=2'], ['--population=2', '>= 4']),
   )
   def test_flag_parsing_errors_are_one_line_and_nothing_else(self, argv, needles):
     # absl's own parser printed `FATAL Flags parsing error` and a pointer to the help, exit 1.
@@ -75,6 +98,50 @@ class BadInputTest(parameterized.TestCase):
     self.assert_one_line_error(code, lines, *needles)
     self.assertEqual(stdout, '')
     self.assertFalse(os.path.exists(run_dir))
+
+  @parameterized.named_parameters(
+      ('positional_line', '--variant=EE_D\ntrain\n', ["unexpected arguments ['train']"]),
+      ('bad_value', '--batch_size=abc\n', ['--batch_size=abc']),
+      ('nested_missing_flagfile', '--flagfile=/no/such/nested.cfg\n', ['/no/such/nested.cfg']),
+  )
+  def test_flagfile_mistakes(self, content, needles):
+    flagfile = self.create_tempfile('preset.cfg', content=content)
+    run_dir = self._run_dir()
+    code, lines, stdout = run_main(f'--flagfile={flagfile.full_path}', f'--run_dir={run_dir}')
+    self.assertLen(lines, 1, msg='\n'.join(lines))
+    self.assert_one_line_error(code, lines, *needles)
+    self.assertEqual(stdout, '')
+    self.assertFalse(os.path.exists(run_dir))
+
+  @parameterized.named_parameters(
+      ('corrupt_config_evaluate', '{bad', ['--mode=evaluate'], ['config.json is corrupt']),
+      ('corrupt_config_train', '{bad', [], ['config.json is corrupt', 'another --run_dir']),
+      ('untrained_run_evaluate', None, ['--mode=evaluate'], ['has no trained phase yet']),
+      ('untrained_run_export', None, ['--mode=export'],
+       ['no sub-network to export', '--mode=search first']),
+  )
+  def test_run_folder_mistakes(self, config_text, argv, needles):
+    run_dir = self._run_dir()
+    if config_text is None:  # a run folder whose training never checkpointed
+      os.makedirs(run_dir)
+      from ofav2_tf import run_config  # pylint: disable=g-import-not-at-top
+      config = run_config.RunConfig(num_classes=10, resolutions=(24, 28, 32),
+                                    eval_resolutions=(24, 32))
+      with open(os.path.join(run_dir, 'config.json'), 'w') as f:
+        json.dump(config.to_dict(), f)
+    else:
+      os.makedirs(run_dir)
+      with open(os.path.join(run_dir, 'config.json'), 'w') as f:
+        f.write(config_text)
+    before = sorted(os.listdir(run_dir))
+    code, lines, _ = run_main(f'--run_dir={run_dir}', *argv)
+    self.assert_one_line_error(code, lines, *needles)
+    self.assertEqual(sorted(os.listdir(run_dir)), before)
+
+  def test_run_dir_that_is_a_file(self):
+    path = self.create_tempfile('not_a_folder').full_path
+    code, lines, _ = run_main(f'--run_dir={path}')
+    self.assert_one_line_error(code, lines, path, 'is not a folder')
 
   def test_missing_dataset_directory(self):
     missing = os.path.join(self.create_tempdir().full_path, 'no_such_folder')
