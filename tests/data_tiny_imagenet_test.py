@@ -250,9 +250,13 @@ class TinyImagenetTest(tf.test.TestCase):
     target = os.path.join(folder, 'tiny-imagenet-200.tar.gz')
     with open(target, 'wb') as f:
       f.write(content[:len(content) // 2])
+    data_dir = os.path.join(self.tmp, 'tfds_truncated')
+    os.makedirs(os.path.join(data_dir, 'other_dataset'))  # the user's: kept
     with self.assertRaisesRegex(errors.DataError, 'truncated.*tiny-imagenet-200.tar.gz'):
-      tiny_imagenet.prepare(os.path.join(self.tmp, 'tfds_truncated'), manual_dir=folder,
-                            download=False)
+      tiny_imagenet.prepare(data_dir, manual_dir=folder, download=False)
+    # TFDS had made tiny_imagenet/1.0.0 and downloads/extracted on its way: empty, they would pass
+    # for a prepared dataset.
+    self.assertEqual(os.listdir(data_dir), ['other_dataset'])
 
   def test_foreign_class_list_is_refused(self):
     tree = os.path.join(self.tmp, 'foreign', 'tiny-imagenet-200')

@@ -5,7 +5,8 @@ the validation set used to pick checkpoints; the official validation set is the 
 """
 
 import os
-from typing import Optional
+import sys
+from typing import List, Optional
 
 import tensorflow as tf
 import tensorflow_datasets as tfds
@@ -51,9 +52,38 @@ def prepare(data_dir: Optional[str] = None,
     if not found and not download:
       # Fail before TFDS creates folders and announces a preparation that cannot happen.
       raise errors.DataError(tiny_imagenet_builder.not_found_message(looked, None))
-    builder.download_and_prepare(
-        download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
+    # A failed preparation (a wrong manual_dir, a truncated archive) must not leave the empty
+    # folders TFDS makes on its way in: a user would take them for a prepared dataset.
+    candidates = _folders_tfds_makes(data_dir, builder)
+    new = [path for path in candidates if not os.path.exists(path)]
+    try:
+      builder.download_and_prepare(
+          download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
+    except BaseException:
+      sys.stderr.write('\n')  # end the line of TFDS's progress bar: the error gets its own
+      sys.stderr.flush()
+      _remove_empty(new)
+      raise
   return builder
+
+
+def _folders_tfds_makes(data_dir: str, builder: tfds.core.DatasetBuilder) -> List[str]:
+  """Innermost first, so that a parent is considered after its children."""
+  dataset = os.path.join(data_dir, builder.name)
+  downloads = os.path.join(data_dir, 'downloads')
+  return [os.path.join(dataset, str(builder.version)), dataset,
+          os.path.join(downloads, 'extracted'), os.path.join(downloads, 'manual'), downloads,
+          data_dir]
+
+
+def _remove_empty(folders: List[str]) -> None:
+  """Removes each folder (and its sub-folders) if it holds no file; never removes a file."""
+  for folder in folders:
+    for directory, _, _ in sorted(os.walk(folder, topdown=False), key=lambda w: -len(w[0])):
+      try:
+        os.rmdir(directory)
+      except OSError:
+        pass  # not empty, or already gone
 
 
 def _read_encoded(builder: tfds.core.DatasetBuilder, split: str) -> tf.data.Dataset:
