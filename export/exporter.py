@@ -266,7 +266,8 @@ def export_subnet(source, out_dir, representative_images, *, config=None,
                   check_images=None, check_tflm: bool = True,
                   max_samples: int = tflite_convert.DEFAULT_CALIBRATION_SAMPLES,
                   float_rtol: float = DEFAULT_FLOAT_RTOL, overwrite: bool = False,
-                  tflm_arena_bytes: int = 0, metadata: Optional[dict] = None) -> ExportResult:
+                  tflm_arena_bytes: int = 0, metadata: Optional[dict] = None,
+                  progress: Optional[Callable[[str], None]] = None) -> ExportResult:
   """Exports a sub-network as Keras, SavedModel, float and int8 TFLite files, with a summary.
 
   Args:
@@ -295,6 +296,7 @@ def export_subnet(source, out_dir, representative_images, *, config=None,
       smallest arena each file needs.
     metadata: JSON-serialisable facts stored as the summary's 'metadata' (e.g. how the
       sub-network was chosen), so they travel inside the atomically published folder.
+    progress: called with the name of each step as it starts (the command line's heartbeat).
 
   Returns:
     An `ExportResult`.
@@ -336,7 +338,7 @@ def export_subnet(source, out_dir, representative_images, *, config=None,
   try:
     summary, qat_model = _write_all(model, supernet, config, tmp, samples, check, name, qat,
                                     early_exit, check_tflm, max_samples, float_rtol,
-                                    int(tflm_arena_bytes))
+                                    int(tflm_arena_bytes), progress or (lambda step: None))
     if metadata is not None:
       summary['metadata'] = metadata
     summary_path = atomic_write.write_text(os.path.join(tmp, SUMMARY_NAME),
@@ -350,10 +352,11 @@ def export_subnet(source, out_dir, representative_images, *, config=None,
 
 
 def _write_all(model, supernet, config, root, samples, check, name, qat_options, early_exit,
-               check_tflm, max_samples, float_rtol, arena_bytes):
+               check_tflm, max_samples, float_rtol, arena_bytes, step):
   """Writes every file into `root` (the temporary folder) and returns (summary, QAT model)."""
   files, checks = {}, {}
   want = _keras_outputs(model, check)
+  step('SavedModel')
 
   saved_model = os.path.join(root, SAVED_MODEL_DIR)
   _save_saved_model(model, saved_model)
@@ -365,12 +368,14 @@ def _write_all(model, supernet, config, root, samples, check, name, qat_options,
       float_rtol)
 
   path = os.path.join(root, f'{name}_float.tflite')
+  step('float TFLite conversion')
   tflite_convert.convert_float(model, path)
   files['float_tflite'] = _tflite_summary(path, root)
   checks['float_tflite'] = _check_float(f'{name}_float.tflite', _tflite_outputs(path, check),
                                         want, float_rtol)
 
   path = os.path.join(root, f'{name}_int8.tflite')
+  step(f'int8 TFLite conversion ({min(len(samples), max_samples)} calibration images)')
   tflite_convert.convert_int8(model, samples, path, max_samples=max_samples)
   files['int8_tflite'] = _tflite_summary(path, root, tflm_arena=check_tflm,
                                          arena_bytes=arena_bytes)
@@ -378,6 +383,7 @@ def _write_all(model, supernet, config, root, samples, check, name, qat_options,
 
   qat_model = None
   if qat_options is not None:
+    step(f'quantization-aware fine-tuning ({qat_options.steps} steps) and conversion')
     result = qat_lib.quantization_aware_finetune(
         model, qat_options.train_batches, qat_options.steps, samples,
         learning_rate=qat_options.learning_rate, loss=qat_options.loss,
@@ -394,12 +400,14 @@ def _write_all(model, supernet, config, root, samples, check, name, qat_options,
         'final_loss': result.losses[-1] if result.losses else None,
         'vs_float': _agreement(got, want), 'vs_qat_model': _agreement(got, simulated)}
 
+  step('early-exit segments')
   ee = _write_early_exit(model, supernet, config, root, samples, early_exit, check_tflm,
                          max_samples, files['int8_tflite']['path'], arena_bytes)
   if ee is not None:
     files['early_exit'] = ee
 
   # Last: the slowest step (three fresh Python processes), so a failing conversion fails fast.
+  step('Keras 2 and Keras 3 files, loaded back in fresh processes')
   report = keras_portability.save_and_check(model, root, basename=name)
   report.raise_for_failure()
   for key, path in (('keras', report.tf_keras_path), ('keras3', report.keras3_path)):

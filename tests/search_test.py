@@ -369,6 +369,11 @@ class NsgaTest(tf.test.TestCase, parameterized.TestCase):
     runs = [nsga.search(space, synthetic.SyntheticAccuracy(space), context, ('macs',),
                         population=20, generations=5, seed=7) for _ in range(2)]
     self.assertEqual([str(c.config) for c in runs[0].front], [str(c.config) for c in runs[1].front])
+    finished = []  # the progress display's hook sees every generation and changes nothing
+    watched = nsga.search(space, synthetic.SyntheticAccuracy(space), context, ('macs',),
+                          population=20, generations=5, seed=7, on_generation=finished.append)
+    self.assertEqual(finished, [1, 2, 3, 4, 5])
+    self.assertEqual([str(c.config) for c in watched.front], [str(c.config) for c in runs[0].front])
 
   def test_impossible_budget_names_the_smallest_cost(self):
     space = sc.SearchSpace.for_variant('EE_D')

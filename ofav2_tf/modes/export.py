@@ -27,6 +27,7 @@ import numpy as np
 from export import errors as export_errors
 from ofav2_tf import arch_spec
 from ofav2_tf import errors
+from ofav2_tf import progress
 from ofav2_tf import subnet_config as sc
 from ofav2_tf.modes import MODES
 from ofav2_tf.modes import common
@@ -299,10 +300,12 @@ def export(flag_values):
               'bn_calibration_images': used, 'representative_images': len(representative),
               'check_split': 'test' if check is not None else 'train'}
   try:
-    result = exporter.export_subnet(
-        run.supernet, folder.file(EXPORT_DIR), representative, config=config, check_images=check,
-        qat=qat, max_samples=len(representative), overwrite=True,
-        tflm_arena_bytes=f.tflm_arena_bytes, metadata=metadata)
+    with progress.Heartbeat(folder.log, 'export') as heartbeat:
+      result = exporter.export_subnet(
+          run.supernet, folder.file(EXPORT_DIR), representative, config=config,
+          check_images=check, qat=qat, max_samples=len(representative), overwrite=True,
+          tflm_arena_bytes=f.tflm_arena_bytes, metadata=metadata,
+          progress=lambda step: heartbeat.update(step=step))
   except export_errors.ArenaTooSmallError as e:
     raise export_errors.ArenaTooSmallError(
         f'--tflm_arena_bytes={f.tflm_arena_bytes}: {e}; nothing was exported (give at least that '

@@ -28,6 +28,7 @@ import numpy as np
 from ofav2_tf import errors
 from ofav2_tf import latency_table as latency_table_lib
 from ofav2_tf import phase_eval
+from ofav2_tf import progress
 from ofav2_tf import run_folder as run_folder_lib
 from ofav2_tf.modes import MODES
 from ofav2_tf.modes import common
@@ -126,8 +127,13 @@ def search(flag_values):
   del predictor_evaluator
 
   # 3. Predictor.
-  predictor, reports = predictor_lib.select_and_fit(run.space, dataset.configs,
-                                                    dataset.accuracies, seed=config.seed)
+  kinds, folds = predictor_lib.KINDS, predictor_lib.DEFAULT_FOLDS
+  with progress.Heartbeat(folder.log, 'predictor cross-validation',
+                          total=len(kinds) * folds) as heartbeat:
+    predictor, reports = predictor_lib.select_and_fit(
+        run.space, dataset.configs, dataset.accuracies, kinds=kinds, folds=folds,
+        seed=config.seed, on_fold=lambda kind, i: heartbeat.update(
+            done=kinds.index(kind) * folds + i, step=f'{kind} fold {i + 1}/{folds}'))
   predictor.save(os.path.join(out, PREDICTOR_FILE))
   report = {'chosen': predictor.kind, 'samples': len(dataset),
             'accuracy_range': [float(np.min(dataset.accuracies)),
@@ -140,17 +146,22 @@ def search(flag_values):
              f'{chosen.holdout_size} sub-networks predicted while held out)')
 
   # 4. NSGA-II, then OFA's evolution as the baseline.
-  result = nsga.search(run.space, predictor, context, names, budgets,
-                       population=flag_values.population, generations=flag_values.generations,
-                       seed=config.seed)
+  with progress.Heartbeat(folder.log, 'NSGA-II generations',
+                          total=flag_values.generations) as heartbeat:
+    result = nsga.search(run.space, predictor, context, names, budgets,
+                         population=flag_values.population, generations=flag_values.generations,
+                         seed=config.seed, on_generation=lambda g: heartbeat.update(done=g))
   folder.log(f'NSGA-II: {result.evaluations} networks in {result.seconds:.1f} s, '
              f'{len(result.front)} on the Pareto front')
   baseline_budgets = budgets or [objectives_lib.Budget(
       names[0], float(np.median([c.costs[names[0]] for c in result.front])))]
-  baseline = evolution.search(run.space, predictor, context, baseline_budgets,
-                              population=flag_values.population,
-                              generations=flag_values.baseline_generations, seed=config.seed,
-                              report_costs=all_costs)
+  with progress.Heartbeat(folder.log, 'OFA evolution generations',
+                          total=flag_values.baseline_generations) as heartbeat:
+    baseline = evolution.search(run.space, predictor, context, baseline_budgets,
+                                population=flag_values.population,
+                                generations=flag_values.baseline_generations, seed=config.seed,
+                                report_costs=all_costs, on_generation=lambda g: heartbeat.update(
+                                    done=g))
   baseline_pick = pareto.make_candidates([baseline.best.config], predictor.predict, context,
                                          all_costs, label='evolution')[0]
   folder.log(f'Baseline (OFA evolution under {", ".join(map(str, baseline_budgets))}): '

@@ -14,7 +14,7 @@ to mutants of the cheapest network, and a mutation or crossover that keeps faili
 
 import dataclasses
 import time
-from typing import List, Sequence, Union
+from typing import Callable, List, Optional, Sequence, Union
 
 from absl import logging
 import numpy as np
@@ -64,7 +64,8 @@ def search(space: sc.SearchSpace, accuracy, context: objectives_lib.CostContext,
            population: int = 100, generations: int = 500, parent_ratio: float = 0.25,
            mutation_ratio: float = 0.5, mutate_prob: float = 0.1,
            resolution_mutate_prob: float = 0.5, seed: int = 0,
-           report_costs: Sequence[str] = ()) -> EvolutionResult:
+           report_costs: Sequence[str] = (),
+           on_generation: Optional[Callable[[int], None]] = None) -> EvolutionResult:
   """Runs OFA's evolution (defaults are OFA's) and returns its best network.
 
   Args:
@@ -80,6 +81,7 @@ def search(space: sc.SearchSpace, accuracy, context: objectives_lib.CostContext,
     resolution_mutate_prob: Redraw probability of the resolution.
     seed: Seeds everything.
     report_costs: Extra cost names to record on the result besides the budgets'.
+    on_generation: Called with the generation index as each starts (progress display).
 
   Raises:
     ConfigError: the budget is impossible, or a setting is out of range.
@@ -135,7 +137,9 @@ def search(space: sc.SearchSpace, accuracy, context: objectives_lib.CostContext,
   best_index = int(np.argmax(scores))
   best, best_score = children[best_index].copy(), float(scores[best_index])
   history = [best_score]
-  for _ in range(generations):
+  for generation in range(generations):
+    if on_generation is not None:
+      on_generation(generation)
     order = np.argsort(-pool_scores, kind='stable')[:parents_size]
     parents, parent_scores = pool[order], pool_scores[order]
     kids = [mutate(parents[rng.integers(parents_size)]) for _ in range(mutation_count)]

@@ -19,11 +19,12 @@ the last population: a point dropped by crowding is still a valid trade-off).
 
 import dataclasses
 import time
-from typing import Callable, Dict, List, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
 
 from absl import logging
 import numpy as np
 from pymoo.algorithms.moo.nsga2 import NSGA2
+from pymoo.core.callback import Callback
 from pymoo.core.duplicate import DefaultDuplicateElimination
 from pymoo.core.mutation import Mutation
 from pymoo.core.problem import Problem
@@ -112,11 +113,23 @@ class SearchResult:
   settings: dict
 
 
+class _GenerationCallback(Callback):
+  """Tells `report` how many generations pymoo has finished."""
+
+  def __init__(self, report: Callable[[int], None]):
+    super().__init__()
+    self.report = report
+
+  def notify(self, algorithm) -> None:
+    self.report(int(algorithm.n_gen))
+
+
 def search(space: sc.SearchSpace, accuracy, context: objectives_lib.CostContext,
            objectives: Sequence[str] = ('macs',),
            budgets: Sequence[objectives_lib.Budget] = (), population: int = 100,
            generations: int = 100, seed: int = 0, mutation_prob: float = 0.1,
-           verbose: bool = False) -> SearchResult:
+           verbose: bool = False,
+           on_generation: Optional[Callable[[int], None]] = None) -> SearchResult:
   """Runs NSGA-II over `space` and returns the Pareto set.
 
   Args:
@@ -131,6 +144,7 @@ def search(space: sc.SearchSpace, accuracy, context: objectives_lib.CostContext,
     seed: Seeds the initial population and every operator.
     mutation_prob: Per-gene redraw probability.
     verbose: Print pymoo's per-generation table.
+    on_generation: Called with the number of finished generations after each (progress display).
 
   Raises:
     ConfigError: a budget is impossible, or no network satisfying all budgets together was found.
@@ -159,7 +173,9 @@ def search(space: sc.SearchSpace, accuracy, context: objectives_lib.CostContext,
                     mutation=ResetMutation(genome.upper, mutation_prob),
                     eliminate_duplicates=DefaultDuplicateElimination(
                         func=lambda pop: genome.canonical(np.round(pop.get('X')).astype(np.int64))))
-  minimize(problem, algorithm, ('n_gen', int(generations)), seed=int(seed), verbose=verbose)
+  extra = {'callback': _GenerationCallback(on_generation)} if on_generation else {}
+  minimize(problem, algorithm, ('n_gen', int(generations)), seed=int(seed), verbose=verbose,
+           **extra)
 
   front = _front(problem, budgets)
   if not front:

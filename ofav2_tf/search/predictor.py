@@ -17,10 +17,11 @@ for another space fails loudly.
 """
 
 import dataclasses
+import functools
 import json
 import os
 import time
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import scipy.stats
@@ -348,14 +349,19 @@ def predictions_per_second(predictor: AccuracyPredictor, configs: Sequence[sc.Su
 
 def holdout_report(space: sc.SearchSpace, configs: Sequence[sc.SubnetConfig], accuracies,
                    kind: str = 'mlp', folds: int = DEFAULT_FOLDS, seed: int = 0,
-                   **options) -> HoldoutReport:
-  """Cross-validates a `kind` predictor: `folds` fits, each scored on the configs it left out."""
+                   on_fold: Optional[Callable[[int], None]] = None, **options) -> HoldoutReport:
+  """Cross-validates a `kind` predictor: `folds` fits, each scored on the configs it left out.
+
+  `on_fold(i)` is called as fold i (from 0) starts, for a progress display.
+  """
   accuracies = np.asarray(accuracies, np.float64)
   parts = fold_indices(len(configs), folds, seed)
   predicted = np.zeros_like(accuracies)
   seconds = []
   predictor = None
-  for held in parts:
+  for index, held in enumerate(parts):
+    if on_fold is not None:
+      on_fold(index)
     train = np.setdiff1d(np.arange(len(configs)), held)
     predictor = AccuracyPredictor(space, kind, seed=seed, **options)
     start = time.perf_counter()
@@ -374,7 +380,8 @@ def holdout_report(space: sc.SearchSpace, configs: Sequence[sc.SubnetConfig], ac
 
 def select_and_fit(space: sc.SearchSpace, configs: Sequence[sc.SubnetConfig], accuracies,
                    kinds: Sequence[str] = KINDS, folds: int = DEFAULT_FOLDS, seed: int = 0,
-                   options: Optional[Dict[str, dict]] = None
+                   options: Optional[Dict[str, dict]] = None,
+                   on_fold: Optional[Callable[[str, int], None]] = None
                    ) -> Tuple[AccuracyPredictor, Dict[str, HoldoutReport]]:
   """Picks the predictor kind with the best cross-validated Kendall tau and fits it on all data.
 
@@ -386,14 +393,17 @@ def select_and_fit(space: sc.SearchSpace, configs: Sequence[sc.SubnetConfig], ac
     folds: Cross-validation folds.
     seed: Seeds the folds and the fits.
     options: Per-kind keyword arguments for `AccuracyPredictor`.
+    on_fold: Called as (kind, fold index) when each cross-validation fit starts.
 
   Returns:
     (predictor fitted on all configs, {kind: HoldoutReport}).
   """
   options = options or {}
-  reports = {kind: holdout_report(space, configs, accuracies, kind, folds, seed,
-                                  **options.get(kind, {}))
-             for kind in kinds}
+  reports = {}
+  for kind in kinds:
+    report_fold = None if on_fold is None else functools.partial(on_fold, kind)
+    reports[kind] = holdout_report(space, configs, accuracies, kind, folds, seed,
+                                   on_fold=report_fold, **options.get(kind, {}))
   best = max(kinds, key=lambda k: np.nan_to_num(reports[k].kendall_tau, nan=-2.0))
   predictor = AccuracyPredictor(space, best, seed=seed, **options.get(best, {}))
   return predictor.fit(configs, accuracies), reports
