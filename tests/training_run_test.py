@@ -11,6 +11,7 @@ import tf_keras
 from ofav2_tf import data
 from ofav2_tf import run_config as rc
 from ofav2_tf import run_folder as rf
+from ofav2_tf import subnet_config as sc
 from ofav2_tf import training_run
 
 
@@ -76,14 +77,20 @@ class TrainingRunTest(tf.test.TestCase):
       metrics = json.load(f)
     last = metrics['phases'][-1]
     self.assertEqual(sorted(last['exit_accuracy']), ['1', '2', '3', '4', '5'])
-    # The thinned grid (2), then the maximal network at the other exits the phase allows: those
-    # uniform sub-networks were measured by the per-exit pass and count for the best uniform.
-    allowed_exits = sorted(run.schedule[-1].space(run.full_space).exits)
-    extra = last['uniform'][2:]
-    self.assertEqual([r['label'].split()[3] for r in extra],
-                     [f'x{k}' for k in allowed_exits[:-1]])
-    for row in extra:
-      self.assertEqual(row['accuracy'], last['exit_accuracy'][row['label'].split()[3][1:]])
+    # The thinned grid (2 sub-networks with a pass of their own) and the maximal network at every
+    # exit the phase allows: those were measured by the one all-exit pass, count for the best
+    # uniform and not against the 2; rows come in order of MACs.
+    space = run.schedule[-1].space(run.full_space)
+    top = space.max_config(max(run.config.eval_resolutions))
+    free = {top.replace(exit=k).to_string() for k in space.exits}
+    rows = last['uniform']
+    self.assertLen(rows, 2 + len(free))
+    self.assertEqual([r['macs'] for r in rows], sorted(r['macs'] for r in rows))
+    for row in rows:
+      if row['config'] in free:
+        exit_ = str(sc.SubnetConfig.from_string(row['config']).exit)
+        self.assertEqual(row['accuracy'], last['exit_accuracy'][exit_])
+    self.assertContainsSubset(free, {r['config'] for r in rows})
     self.assertEqual(last['uniform_best'], max(r['accuracy'] for r in last['uniform']))
     for plan in run.plans:
       self.assertTrue(folder.has_best(plan))
