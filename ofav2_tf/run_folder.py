@@ -26,7 +26,6 @@ import json
 import os
 import shutil
 import sys
-import tempfile
 import time
 from typing import List, Optional
 
@@ -112,7 +111,7 @@ class RunFolder:
     parent = os.path.dirname(self.path)
     try:
       os.makedirs(parent, exist_ok=True)
-      staging = tempfile.mkdtemp(prefix=f'.{os.path.basename(self.path)}.new-', dir=parent)
+      staging = atomic_write.temp_dir(parent, os.path.basename(self.path), 'new')
     except OSError as e:
       raise _storage_error(e, f'cannot create the run folder {self.path}') from None
     try:
